@@ -1,0 +1,100 @@
+"""Stratified k-fold splits, written once per competition as folds.csv with a content hash.
+
+Every run records the hash; the blender refuses OOF files made on different folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from . import KitError
+from .competition import Competition
+from .io import read_json, write_csv, write_json
+from .paths import resolve
+
+
+def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, method: str = "auto") -> pd.DataFrame:
+    """id, label, fold; `auto` uses StratifiedGroupKFold when the competition has a group column."""
+    train = comp.train
+    counts = train["label"].value_counts()
+    if counts.min() < n_folds:
+        small = counts[counts < n_folds]
+        raise KitError(f"class(es) {small.index.tolist()[:10]} have fewer images ({small.tolist()[:10]}) than "
+                       f"n_folds={n_folds}; use fewer folds or merge those classes")
+    if method == "auto":
+        method = "group" if "group" in train else "stratified"
+    y = comp.targets
+    if method == "stratified":
+        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(train, y)
+    elif method == "group":
+        if "group" not in train:
+            raise KitError("method='group' needs a group column in train.csv (pass group_col=)")
+        splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(train, y, train["group"])
+    else:
+        raise KitError(f"unknown fold method {method!r}; use 'stratified', 'group' or 'auto'")
+    fold = np.full(len(train), -1, dtype=int)
+    for k, (_, val_idx) in enumerate(splits):
+        fold[val_idx] = k
+    return pd.DataFrame({"id": train["id"].to_numpy(), "label": train["label"].to_numpy(), "fold": fold})
+
+
+def folds_hash(folds: pd.DataFrame) -> str:
+    """A content hash of the (id, fold) assignment, independent of row order."""
+    pairs = folds[["id", "fold"]].astype(str).sort_values("id")
+    text = "\n".join(pairs["id"] + "," + pairs["fold"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_folds(folds: pd.DataFrame, path: str | Path, meta: dict | None = None) -> str:
+    """Write folds.csv (and folds.json with its hash) once; an existing, different file is kept and reported."""
+    path = Path(path)
+    h = folds_hash(folds)
+    if path.exists():
+        old = read_folds(path)
+        if folds_hash(old) != h:
+            raise KitError(f"{path} already exists with other folds (hash {folds_hash(old)}, new {h}); runs made "
+                           "on it would no longer blend. Keep it, or delete it and every run made on it")
+        return h
+    write_csv(folds, path)
+    write_json({"hash": h, "n_folds": int(folds["fold"].max()) + 1, "rows": len(folds), **(meta or {})},
+               path.with_suffix(".json"))
+    return h
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path} does not exist; write it once with the EDA notebook or `kit folds`")
+    folds = pd.read_csv(path, dtype={"id": str})
+    missing = {"id", "fold"} - set(folds.columns)
+    if missing:
+        raise KitError(f"{path} lacks column(s) {sorted(missing)}; columns are {list(folds.columns)}")
+    side = path.with_suffix(".json")
+    if side.is_file() and read_json(side)["hash"] != folds_hash(folds):
+        raise KitError(f"{path} was edited after it was written (hash no longer matches {side}); "
+                       "restore it or delete both files and every run made on them")
+    return folds
+
+
+def folds_path(comp: Competition, runs_dir: str | Path | None = None) -> Path:
+    """folds.csv lives beside train.csv; a read-only input (Kaggle) keeps it in the runs folder."""
+    if os.access(comp.root, os.W_OK):
+        return comp.root / "folds.csv"
+    return resolve(runs_dir or "runs") / f"folds-{comp.root.name}.csv"
+
+
+def attach_folds(comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
+    """The train table with a fold column; every train id must have a fold."""
+    merged = comp.train.merge(folds[["id", "fold"]], on="id", how="left")
+    if merged["fold"].isna().any():
+        missing = merged.loc[merged["fold"].isna(), "id"].tolist()
+        raise KitError(f"{len(missing)} train id(s) are not in folds.csv, e.g. {missing[:5]}; "
+                       "train.csv changed after the folds were written: delete folds.csv and rerun the EDA")
+    merged["fold"] = merged["fold"].astype(int)
+    return merged
