@@ -1,0 +1,54 @@
+"""Albumentations presets: a registry of builders, picked by name from the config."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import albumentations as A
+import numpy as np
+
+from . import KitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PRESETS: dict[str, Callable[[int], list]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        PRESETS[name] = fn
+        return fn
+    return deco
+
+
+@register("none")
+def _none(size: int) -> list:
+    return [A.Resize(size, size)]
+
+
+@register("light")
+def _light(size: int) -> list:
+    # no flips: they are not label-preserving for every dataset (digits, text, X-rays' sides)
+    return [A.Resize(size, size),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.08, 0.08), rotate=(-10, 10), p=0.7),
+            A.RandomBrightnessContrast(0.1, 0.1, p=0.3)]
+
+
+def train_transform(preset: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int | None = None) -> A.Compose:
+    """Albumentations 2 draws from its own generator, which np.random.seed does not reach: seed it here."""
+    if preset not in PRESETS:
+        raise KitError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return A.Compose([*PRESETS[preset](size), A.Normalize(mean, std)], seed=seed)
+
+
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> A.Compose:
+    return A.Compose([A.Resize(size, size), A.Normalize(mean, std)])
+
+
+def preview(image: np.ndarray, preset: str, size: int, n: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """`n` augmented versions of one HWC uint8 image, before normalization, for a preview grid."""
+    if preset not in PRESETS:
+        raise KitError(f"unknown augment preset {preset!r}; choose one of {sorted(PRESETS)}")
+    aug = A.Compose(PRESETS[preset](size), seed=seed)
+    return [aug(image=image)["image"] for _ in range(n)]

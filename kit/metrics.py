@@ -1,0 +1,31 @@
+"""Metrics on probability matrices, by name: higher is better for every score returned by `score`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+from . import KitError
+
+# name -> (fn(y, probs) -> float, greater_is_better)
+METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
+    "accuracy": (lambda y, p: skm.accuracy_score(y, p.argmax(1)), True),
+    "log_loss": (lambda y, p: skm.log_loss(y, np.clip(p, 1e-15, 1), labels=np.arange(p.shape[1])), False),
+    "macro_f1": (lambda y, p: skm.f1_score(y, p.argmax(1), average="macro"), True),
+    "balanced_accuracy": (lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)), True),
+}
+
+
+def metric_value(name: str, y: np.ndarray, probs: np.ndarray) -> float:
+    """The metric in its own units (log loss stays a loss)."""
+    if name not in METRICS:
+        raise KitError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
+    return float(METRICS[name][0](np.asarray(y), np.asarray(probs)))
+
+
+def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
+    """The metric signed so that higher is better (negated for losses): what optimizers maximize."""
+    v = metric_value(name, y, probs)
+    return v if METRICS[name][1] else -v

@@ -1,0 +1,105 @@
+"""Models over timm: any timm name, EfficientNet presets as data, pretrained weights from the
+hub cache or from a local file (internet-off notebooks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from . import KitError
+
+
+@dataclass(frozen=True)
+class Preset:
+    timm_name: str
+    img_size: int  # the resolution the weights were trained at
+    batch_size: int  # fits a 16 GB GPU with AMP
+
+
+# Noisy Student weights: what the image-competition write-ups used. B6 runs at 528 px.
+PRESETS: dict[str, Preset] = {
+    f"effnet_b{i}": Preset(f"tf_efficientnet_b{i}.ns_jft_in1k", size, bs)
+    for i, (size, bs) in enumerate([(224, 64), (240, 48), (260, 40), (300, 32), (380, 16), (456, 12), (528, 8),
+                                    (600, 6)])
+}
+
+
+def resolve_model(name: str, img_size: int = 0) -> tuple[str, int]:
+    """(timm name, image size) for a preset or a timm name; img_size=0 takes the native resolution."""
+    if name in PRESETS:
+        p = PRESETS[name]
+        return p.timm_name, img_size or p.img_size
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch[:6]}*")[:8]
+        raise KitError(f"unknown model {name!r}: not a kit preset ({sorted(PRESETS)}) nor a timm model; "
+                       f"similar timm names: {close}")
+    if img_size:
+        return name, img_size
+    cfg = timm.get_pretrained_cfg(name) if "." in name else timm.models.get_pretrained_cfg(arch)
+    return name, int(cfg.input_size[-1]) if cfg is not None else 224
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path = "") -> nn.Module:
+    timm_name, _ = resolve_model(name)
+    if weights:
+        model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+        load_weights(model, weights)
+        return model
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes)
+    except Exception as e:  # hub unreachable, cache empty, gated repo...
+        if not pretrained:
+            raise
+        raise KitError(
+            f"pretrained weights for {timm_name!r} cannot be had ({type(e).__name__}: {str(e)[:200]}). Either "
+            f"(1) download them once where there is internet so they sit in the Hugging Face cache "
+            f"(python -c \"import timm; timm.create_model('{timm_name}', pretrained=True)\"), or "
+            f"(2) pass weights=/path/to/file.pth (a state_dict, a kit checkpoint or a timm/.safetensors file); "
+            f"or set pretrained=False to train from scratch"
+        ) from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state_dict"):  # kit, timm/lightning, common scripts
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: str | Path, strict_head: bool = False) -> None:
+    """Load a checkpoint into `model`. A classifier of another class count is left fresh (fine-tuning)
+    unless strict_head; any other mismatch names both shapes.
+
+    Hand-written rather than timm's pretrained_cfg_overlay(file=...): that path drops the head only by
+    comparing with the pretrained config's class count and does not name mismatched shapes.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = {f"{model.default_cfg.get('classifier', 'fc')}.weight", f"{model.default_cfg.get('classifier', 'fc')}.bias"}
+    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape]
+    head_bad = [b for b in bad if b[0] in head]
+    if bad and (strict_head or len(head_bad) < len(bad)):
+        k, theirs, ours = bad[0]
+        raise KitError(f"{path} does not fit this model: {k} is {theirs} in the file but {ours} in the model "
+                       f"({len(bad)} mismatched tensor(s)); was it saved for another model or class count?")
+    for k, *_ in head_bad:
+        state.pop(k)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in head]
+    if missing or unexpected:
+        raise KitError(f"{path} does not fit this model: {len(missing)} missing key(s) e.g. {missing[:3]}, "
+                       f"{len(unexpected)} unexpected e.g. {unexpected[:3]}; was it saved for another model?")
