@@ -1,0 +1,252 @@
+"""The `kit` command: the same code paths as the notebooks, headless."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import KitError
+from .config import TrainConfig
+
+DEMO_EXPERIMENTS = {  # tiny timm models: the demo must run in minutes on 2 CPU cores
+    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-3),
+    "resnet": dict(model="test_resnet", img_size=32, epochs=12, lr=3e-3),
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser, required_default: bool) -> None:
+    """One flag per TrainConfig field; with required_default=False, unset flags stay None (not passed on)."""
+    g = p.add_argument_group("training parameters (the train notebook's parameters cell)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("exp", "fold"):
+            continue
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=type(f.default).__name__.upper(),
+                       default=f.default if required_default else None, help=f"default {f.default!r}")
+
+
+def config_params(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def parse_params(pairs: list[str] | None, params_file: str | None = None) -> dict:
+    """-p key=value pairs (YAML-typed values) over an optional YAML file."""
+    params = yaml.safe_load(Path(params_file).read_text()) or {} if params_file else {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise KitError(f"-p {pair!r}: write it as name=value")
+        k, v = pair.split("=", 1)
+        params[k] = yaml.safe_load(v)
+    return params
+
+
+def cmd_demo_data(a):
+    from .demo import build_demo
+
+    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n)}")
+
+
+def cmd_folds(a):
+    from .competition import load_competition
+    from .folds import folds_path, make_folds, write_folds
+
+    comp = load_competition(a.comp, a.data_dir)
+    path = folds_path(comp, a.runs_dir)
+    h = write_folds(make_folds(comp, a.n_folds, a.seed, a.method), path, {"seed": a.seed, "method": a.method})
+    print(f"{path}: hash {h}")
+
+
+def cmd_train(a):
+    from .train import fit_fold
+
+    r = fit_fold(TrainConfig.from_params(config_params(a), exp=a.exp, fold=a.fold))
+    print(r.history.to_string(index=False))
+    print(f"best {r.best_score:.4f} at epoch {r.best_epoch}; outputs in {r.dir}")
+
+
+def cmd_run_folds(a):
+    from .runner import check_parameters, load_notebook, run_folds
+
+    params = {**parse_params(a.param, a.params_file), **config_params(a)}
+    TrainConfig.from_params(params)  # names, types and the notebook checked before any fold starts
+    check_parameters(load_notebook(a.notebook), params, a.notebook)
+    folds = [int(k) for k in a.folds.split(",")] if a.folds else list(range(n_folds(params)))
+    summary = run_folds(a.exp, folds, params, a.notebook, params.get("runs_dir", "runs"), a.force)
+    return report_jobs(summary)
+
+
+def n_folds(params: dict) -> int:
+    from .competition import load_competition
+    from .folds import folds_path, read_folds
+
+    comp = load_competition(params.get("comp", "demo"), params.get("data_dir", "data"))
+    return int(read_folds(folds_path(comp, params.get("runs_dir", "runs")))["fold"].max()) + 1
+
+
+def report_jobs(summary: pd.DataFrame) -> int:
+    print(summary[["name", "status", "seconds", "notebook"]].round(1).to_string(index=False))
+    failed = summary[summary["status"] == "failed"]
+    for _, row in failed.iterrows():
+        print(f"\n--- {row['name']} failed ---\n{row['error']}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+def cmd_notebook(a):
+    from .runner import run_notebook
+
+    out = run_notebook(a.notebook, a.out or Path("runs") / "_notebooks" / Path(a.notebook).with_suffix(".ipynb").name,
+                       parse_params(a.param, a.params_file))
+    print(f"executed notebook: {out}")
+
+
+def cmd_blend(a):
+    from .competition import load_competition
+    from .folds import folds_hash, folds_path, read_folds
+    from .infer import infer_and_blend, save_blend
+    from .paths import resolve
+    from .submission import write_submission
+
+    comp = load_competition(a.comp, a.data_dir)
+    folds = read_folds(folds_path(comp, a.runs_dir))
+    r = infer_and_blend(comp, folds, a.exps.split(","), a.runs_dir, a.method, a.metric, a.device)
+    out = write_submission(r.submission, comp, resolve("submissions") / f"{a.name}.csv")
+    save_blend(r, out.with_suffix(".blend.json"), a.method, a.metric, folds_hash(folds))
+    print(r.scores.round(4).to_string(index=False))
+    print(f"blend OOF {a.metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
+    print(f"wrote {out}")
+
+
+def cmd_score(a):
+    from .demo import leaderboard_score
+
+    print(f"leaderboard {a.metric}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
+
+
+def cmd_demo(a):
+    """The whole day of SPEC.md on the embedded demo competition."""
+    from .demo import build_demo, leaderboard_score
+    from .io import read_json
+    from .paths import resolve
+    from .runner import run_folds, run_notebook
+
+    t0 = time.time()
+    nb = resolve("notebooks")
+    build_demo(a.data_dir, "demo", n=a.n)
+    print(f"[{time.time() - t0:5.0f}s] demo competition in {resolve(a.data_dir) / 'demo'}")
+    run_notebook(nb / "eda.py", resolve(a.runs_dir) / "_notebooks" / "eda.ipynb",
+                 {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "n_folds": a.n_folds},
+                 log=a.verbose)
+    print(f"[{time.time() - t0:5.0f}s] EDA done, folds written")
+    for exp, params in DEMO_EXPERIMENTS.items():
+        params = {**params, "comp": "demo", "data_dir": a.data_dir, **({"epochs": a.epochs} if a.epochs else {})}
+        summary = run_folds(f"demo-{exp}", list(range(a.n_folds)), params, nb / "train_fold.py", a.runs_dir,
+                            force=True, log=a.verbose)
+        if report_jobs(summary):
+            return 1
+        print(f"[{time.time() - t0:5.0f}s] experiment demo-{exp}: {a.n_folds} folds trained")
+    exps = [f"demo-{e}" for e in DEMO_EXPERIMENTS]
+    run_notebook(nb / "infer_ensemble.py", resolve(a.runs_dir) / "_notebooks" / "infer_ensemble.ipynb",
+                 {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "exps": exps, "name": "demo"},
+                 log=a.verbose)
+    sub = resolve("submissions") / "demo.csv"
+    blend = read_json(sub.with_suffix(".blend.json"))
+    lb = leaderboard_score(sub, a.data_dir, "demo")
+    rows = [{"model": e["experiment"], "tta": e["tta"], "weight": e["weight"], "oof_accuracy": e["oof_accuracy"]}
+            for e in blend["experiments"]]
+    rows.append({"model": "blend", "tta": "", "weight": 1.0, "oof_accuracy": blend["oof_score"],
+                 "honest_oof_accuracy": blend["honest_score"], "leaderboard_accuracy": lb})
+    print(f"[{time.time() - t0:5.0f}s] submission {sub}\n")
+    print(pd.DataFrame(rows).round(4).fillna("").to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kit", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("demo", help="build the demo competition and run the whole day on it")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--n-folds", type=int, default=5)
+    s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
+    s.add_argument("--epochs", type=int, default=0, help="override the demo experiments' epochs")
+    s.add_argument("--verbose", action="store_true", help="stream the notebooks' output")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("demo-data", help="write the demo competition to data/demo/")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--name", default="demo")
+    s.add_argument("--n", type=int, default=0)
+    s.set_defaults(fn=cmd_demo_data)
+
+    s = sub.add_parser("folds", help="write folds.csv once for a competition")
+    s.add_argument("--comp", default="demo")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--n-folds", type=int, default=5)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--method", default="auto", choices=["auto", "stratified", "group"])
+    s.set_defaults(fn=cmd_folds)
+
+    s = sub.add_parser("train", help="train one fold in this process (no notebook)")
+    s.add_argument("--exp", required=True)
+    s.add_argument("--fold", type=int, required=True)
+    add_config_flags(s, required_default=False)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("run-folds", help="run the train notebook headlessly once per fold")
+    s.add_argument("--exp", required=True)
+    s.add_argument("--folds", default="", help="e.g. 0,2 (default: every fold in folds.csv)")
+    s.add_argument("--notebook", default="notebooks/train_fold.py")
+    s.add_argument("--force", action="store_true", help="rerun folds that are already complete")
+    s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE")
+    s.add_argument("--params-file", help="YAML file of parameters (flags win)")
+    add_config_flags(s, required_default=False)
+    s.set_defaults(fn=cmd_run_folds)
+
+    s = sub.add_parser("notebook", help="run any notebook headlessly with papermill")
+    s.add_argument("notebook")
+    s.add_argument("--out", help="executed notebook path (default runs/_notebooks/<name>.ipynb)")
+    s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE")
+    s.add_argument("--params-file")
+    s.set_defaults(fn=cmd_notebook)
+
+    s = sub.add_parser("blend", help="infer + ensemble headlessly and write submissions/<name>.csv")
+    s.add_argument("--comp", default="demo")
+    s.add_argument("--exps", required=True, help="comma-separated experiment names")
+    s.add_argument("--name", default="submission")
+    s.add_argument("--method", default="slsqp", choices=["slsqp", "caruana", "mean"])
+    s.add_argument("--metric", default="accuracy")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_blend)
+
+    s = sub.add_parser("score", help="grade a submission against the demo's hidden labels")
+    s.add_argument("submission")
+    s.add_argument("--comp", default="demo")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--metric", default="accuracy")
+    s.set_defaults(fn=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.fn(args) or 0
+    except KitError as e:
+        print(f"kit {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

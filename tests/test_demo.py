@@ -1,0 +1,48 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import KitError
+from kit.demo import build_demo, leaderboard_score
+
+
+def digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_demo_is_deterministic_rgb_png_and_hides_test_labels(project):
+    root = build_demo("data", n=100, size=16)
+    first = digest(root)
+    assert digest(build_demo("data", n=100, size=16)) == first
+    from PIL import Image
+
+    with Image.open(next((root / "train").iterdir())) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (16, 16))
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    assert set(sample["label"]) == {"0"}  # no labels in what the notebooks read
+    solution = pd.read_csv(project / "data" / "_leaderboard" / "demo.csv", dtype=str)
+    assert sorted(solution["image_id"]) == sorted(sample["image_id"]) and solution["label"].nunique() == 10
+    assert not (root / "_leaderboard").exists()
+
+
+def test_leaderboard_scores_a_submission(project):
+    build_demo("data", n=100, size=16)
+    solution = pd.read_csv(project / "data" / "_leaderboard" / "demo.csv", dtype={"image_id": str})
+    perfect, wrong = project / "perfect.csv", project / "wrong.csv"
+    solution.to_csv(perfect, index=False)
+    solution.assign(label=(solution["label"] + 1) % 10).to_csv(wrong, index=False)
+    assert leaderboard_score(perfect) == 1.0
+    assert leaderboard_score(wrong) == 0.0
+    half = solution.copy()
+    half.loc[: len(half) // 2 - 1, "label"] = (half["label"] + 1) % 10
+    half.to_csv(project / "half.csv", index=False)
+    assert leaderboard_score(project / "half.csv") == pytest.approx(1 - (len(half) // 2) / len(half))
+    solution.iloc[1:].to_csv(project / "short.csv", index=False)
+    with pytest.raises(KitError, match=r"lacks 1 test id"):
+        leaderboard_score(project / "short.csv")

@@ -1,0 +1,31 @@
+import dataclasses
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from kit.config import TrainConfig
+from kit.runner import notebook_parameters, parameters_cell
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = ["eda", "train_fold", "infer_ensemble"]
+
+
+def cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ipynb_is_in_sync_with_py(name):
+    py, ipynb = jupytext.read(NOTEBOOKS / f"{name}.py"), jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    assert cells(py) == cells(ipynb), f"{name}.ipynb drifted from {name}.py: run `jupytext --sync notebooks/*.py`"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_has_a_parameters_cell(name):
+    assert parameters_cell(jupytext.read(NOTEBOOKS / f"{name}.py")) is not None
+
+
+def test_train_notebook_parameters_are_the_config_fields_and_defaults():
+    params = notebook_parameters(jupytext.read(NOTEBOOKS / "train_fold.py"))
+    assert params == dataclasses.asdict(TrainConfig())
