@@ -1,0 +1,194 @@
+import copy
+import io
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
+from torch import nn
+
+from kit.sam import SAM, bn_frozen, sam_update
+
+
+def ce(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def data(n=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def bn_stats(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)),
+    lambda: nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4), nn.Flatten(), nn.LazyLinear(3)),
+    lambda: timm.create_model("test_efficientnet", num_classes=3),
+])
+def test_second_pass_leaves_batchnorm_running_stats_unchanged(make):
+    torch.manual_seed(0)
+    model = make().train()
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,))
+    model(x)  # materialize lazy layers
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    before = bn_stats(model)
+    with bn_frozen(model):
+        F.cross_entropy(model(x * 3 + 1), y).backward()
+    after = bn_stats(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    F.cross_entropy(model(x * 3 + 1), y).backward()  # outside the context, stats move again
+    assert not all(torch.equal(before[k], bn_stats(model)[k]) for k in before)
+
+
+def test_sam_update_updates_bn_stats_once_per_step():
+    """First pass moves the running stats (as a plain step would), the second pass does not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
+    ref = copy.deepcopy(model)
+    x, y = data()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.05)
+    sam_update(model, opt, [(x, y)], ce)
+    ref(x)  # one forward in train mode
+    assert torch.allclose(model[1].running_mean, ref[1].running_mean)
+    assert model[1].num_batches_tracked.item() == 1
+
+
+def test_both_passes_see_the_same_mixed_batch_and_soft_targets():
+    seen = []
+
+    def soft_ce(model, x, y):
+        seen.append((x.clone(), y.clone()))
+        return torch.sum(-y * F.log_softmax(model(x), -1), -1).mean()
+
+    model = mlp()
+    x, y = data()
+    soft = torch.softmax(torch.randn(len(y), 3), -1)
+    sam_update(model, SAM(model.parameters(), torch.optim.SGD, lr=0.1), [(x, soft)], soft_ce)
+    assert len(seen) == 2 and torch.equal(seen[0][0], seen[1][0]) and torch.equal(seen[0][1], seen[1][1])
+
+
+def test_sam_matches_the_reference_two_step_algorithm():
+    model, ref = mlp(), mlp()
+    x, y = data()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.1)
+    sam_update(model, opt, [(x, y)], ce)
+    # reference: w_adv = w + rho * g / ||g||; w <- w - lr * grad(w_adv)
+    ce(ref, x, y).backward()
+    g = [p.grad.clone() for p in ref.parameters()]
+    norm = torch.norm(torch.stack([t.norm() for t in g]))
+    with torch.no_grad():
+        saved = [p.clone() for p in ref.parameters()]
+        for p, gi in zip(ref.parameters(), g):
+            p.add_(0.1 * gi / norm)
+    ref.zero_grad()
+    ce(ref, x, y).backward()
+    with torch.no_grad():
+        for p, w in zip(ref.parameters(), saved):
+            p.copy_(w - 0.1 * p.grad)
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_accumulating_k_micro_batches_matches_one_joint_batch():
+    a, b = mlp(), mlp()
+    x, y = data(n=48)
+    opt_a = SAM(a.parameters(), torch.optim.AdamW, lr=1e-2, rho=0.05)
+    opt_b = SAM(b.parameters(), torch.optim.AdamW, lr=1e-2, rho=0.05)
+    for _ in range(3):
+        sam_update(a, opt_a, [(x, y)], ce)
+        sam_update(b, opt_b, [(x[:16], y[:16]), (x[16:40], y[16:40]), (x[40:], y[40:])], ce)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_fp16_scaler_skips_a_step_with_inf_gradients_and_otherwise_updates():
+    model = mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x, y = data()
+    w0 = [p.clone() for p in model.parameters()]
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    _, stepped = sam_update(model, opt, [(bad, y)], ce, scaler=scaler)
+    assert not stepped and scaler.get_scale() == 2.0**9
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), w0)) and not opt.perturbed
+    _, stepped = sam_update(model, opt, [(x, y)], ce, scaler=scaler)
+    assert stepped and not all(torch.equal(p, w) for p, w in zip(model.parameters(), w0))
+
+
+def test_fp16_scaled_step_equals_unscaled_step():
+    a, b = mlp(), mlp()
+    x, y = data()
+    opt_a = SAM(a.parameters(), torch.optim.SGD, lr=0.1)
+    opt_b = SAM(b.parameters(), torch.optim.SGD, lr=0.1)
+    sam_update(a, opt_a, [(x, y)], ce)
+    sam_update(b, opt_b, [(x, y)], ce, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_bf16_autocast_without_scaler_updates():
+    model = mlp()
+    w0 = [p.clone() for p in model.parameters()]
+    _, stepped = sam_update(model, SAM(model.parameters(), torch.optim.SGD, lr=0.1), [data()], ce,
+                            autocast_dtype=torch.bfloat16)
+    assert stepped and not all(torch.equal(p, w) for p, w in zip(model.parameters(), w0))
+
+
+def test_clipping_bounds_the_update_magnitude():
+    model = mlp()
+    w0 = [p.clone() for p in model.parameters()]
+    x, y = data()
+    sam_update(model, SAM(model.parameters(), torch.optim.SGD, lr=1.0), [(x * 100, y)], ce, clip_grad=0.01)
+    step = torch.norm(torch.stack([(p - w).norm() for p, w in zip(model.parameters(), w0)]))
+    assert step <= 0.01 + 1e-6
+
+
+def test_state_dict_round_trips_the_base_optimizer():
+    model = mlp()
+    opt = SAM(model.parameters(), torch.optim.AdamW, lr=1e-2, adaptive=True, rho=0.5)
+    sam_update(model, opt, [data()], ce)
+    clone = copy.deepcopy(model)
+    opt2 = SAM(clone.parameters(), torch.optim.AdamW, lr=1e-2, adaptive=True, rho=0.5)
+    buf = io.BytesIO()  # through bytes, as a resume does: in-process state dicts share tensors
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    for _ in range(2):
+        sam_update(model, opt, [data(seed=5)], ce)
+        sam_update(clone, opt2, [data(seed=5)], ce)
+    for p, q in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_plain_step_through_base_optimizer_costs_one_pass():
+    calls = []
+
+    def counting(model, x, y):
+        calls.append(1)
+        return ce(model, x, y)
+
+    model = mlp()
+    sam_update(model, SAM(model.parameters(), torch.optim.SGD, lr=0.1), [data()], counting, sam=False)
+    assert len(calls) == 1
+
+
+def test_closure_step_matches_sam_update():
+    a, b = mlp(), mlp()
+    x, y = data()
+    opt_a = SAM(a.parameters(), torch.optim.SGD, lr=0.1)
+    opt_b = SAM(b.parameters(), torch.optim.SGD, lr=0.1)
+    sam_update(a, opt_a, [(x, y)], ce)
+    ce(b, x, y).backward()
+    opt_b.step(lambda: ce(b, x, y).backward())
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
