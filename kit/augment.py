@@ -35,6 +35,38 @@ def _light(size: int) -> list:
             A.RandomBrightnessContrast(0.1, 0.1, p=0.3)]
 
 
+@register("medium")
+def _medium(size: int) -> list:
+    return [A.RandomResizedCrop((size, size), scale=(0.6, 1.0)),
+            A.HorizontalFlip(),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-15, 15), p=0.5),
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
+            A.HueSaturationValue(10, 15, 10, p=0.3),
+            A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15),
+                            p=0.3)]
+
+
+@register("mushroom")
+def _mushroom(size: int) -> list:
+    """The mushroom-competition TOP5 list: scaled crop, erasing, both flips, shift-scale-rotate,
+    brightness/contrast, and one of noise/CLAHE/JPEG/gamma/posterize/blur."""
+    return [A.RandomResizedCrop((size, size), scale=(0.5, 1.0)),
+            A.HorizontalFlip(),
+            A.VerticalFlip(),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), rotate=(-45, 45), p=0.5),
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
+            A.OneOf([A.GaussNoise(std_range=(0.02, 0.1)), A.CLAHE(), A.ImageCompression(quality_range=(50, 95)),
+                     A.RandomGamma(), A.Posterize(num_bits=(4, 6)), A.Blur(blur_limit=(3, 5))], p=0.5),
+            A.CoarseDropout(num_holes_range=(1, 8), hole_height_range=(0.05, 0.12), hole_width_range=(0.05, 0.12),
+                            p=0.5)]
+
+
+def normalization(model) -> tuple[tuple, tuple]:
+    """Mean and std the model's pretrained weights expect (timm's pretrained config)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
 def train_transform(preset: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int | None = None) -> A.Compose:
     """Albumentations 2 draws from its own generator, which np.random.seed does not reach: seed it here."""
     if preset not in PRESETS:

@@ -40,7 +40,7 @@ def predict_fold(fold_path: Path, comp: Competition, tta: str, device: str = "au
     model = create_model(ckpt["timm_name"], len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])
     model.to(dev)
-    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"]))
+    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]))
     probs = predict(model, make_loader(ds, batch_size, False, num_workers), tta, device=dev,
                     desc=f"{cfg['exp']} fold {cfg['fold']} test", autocast=dev.type == "cuda")
     write_csv(pd.DataFrame(probs, columns=ckpt["classes"]).assign(id=comp.test["id"].to_numpy())

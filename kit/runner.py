@@ -146,6 +146,8 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
         if is_complete(d) and not force:
             results.append(JobResult(f"{exp}/fold{k}", "skipped", 0.0, str(out)))
             continue
+        if force:  # afresh: no resuming from an earlier attempt's last.pt
+            (d / "last.pt").unlink(missing_ok=True)
         t0 = time.time()
         try:
             run_notebook(notebook, out, {**params, "exp": exp, "fold": k, "runs_dir": runs_dir}, log)

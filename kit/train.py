@@ -1,23 +1,27 @@
 """One fold's training: best checkpoint by validation metric, history.csv, OOF predictions and the
-resolved config, written atomically under runs/<exp>/fold<k>/."""
+resolved config, written atomically under runs/<exp>/fold<k>/; last.pt makes it resumable."""
 
 from __future__ import annotations
 
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch import nn
 from tqdm import tqdm
 
 from . import KitError
-from .augment import eval_transform, train_transform
+from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
 from .data import ImageDataset, make_loader
@@ -26,9 +30,11 @@ from .io import save_torch, write_csv, write_json
 from .metrics import metric_value, score
 from .models import create_model, resolve_model
 from .paths import fold_dir
+from .sam import SAM, sam_update
 from .tta import predict
 
 CHECKPOINT = "best.pt"
+LAST = "last.pt"
 OOF = "oof.csv"
 HISTORY = "history.csv"
 CONFIG = "config.json"
@@ -44,9 +50,19 @@ class FoldResult:
     oof: pd.DataFrame
 
 
+@dataclass
+class Progress:
+    """What an epoch boundary must carry over, saved in last.pt."""
+    epoch: int = 0  # the next epoch to run
+    step: int = 0  # optimizer updates so far
+    rows: list = field(default_factory=list)  # history
+    top: list = field(default_factory=list)  # [(score, epoch)] of the kept checkpoints, best first
+    stale: int = 0  # epochs since the best one
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
 
@@ -59,9 +75,37 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype(amp: str, device: torch.device):
+    """None (full precision), torch.bfloat16 or torch.float16."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
 def is_complete(d: Path) -> bool:
     """A fold is done when its OOF file exists: it is written last."""
     return all((d / f).is_file() for f in (CHECKPOINT, HISTORY, CONFIG, OOF))
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Backbone at lr * backbone_lr_mult, head at lr; no weight decay on biases and norm weights."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    groups = {}
+    for p in model.parameters():
+        part = "head" if id(p) in head else "backbone"
+        decay = p.ndim > 1
+        g = groups.setdefault((part, decay), {"params": [], "part": part,
+                                              "lr": cfg.lr * (1 if part == "head" else cfg.backbone_lr_mult),
+                                              "weight_decay": cfg.weight_decay if decay else 0.0})
+        g["params"].append(p)
+    return list(groups.values())
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(not frozen)
 
 
 def fit_fold(cfg: TrainConfig) -> FoldResult:
@@ -79,75 +123,171 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
             raise KitError(f"class name {c!r} collides with an OOF column name {sorted(RESERVED)}; rename the class")
     timm_name, size = resolve_model(cfg.model, cfg.img_size)
     device = pick_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
     out = fold_dir(cfg.runs_dir, cfg.exp, cfg.fold)
     meta = dict(folds_hash=folds_hash(folds), n_folds=n_folds, classes=[str(c) for c in comp.classes],
-                timm_name=timm_name, img_size_resolved=size, competition=str(comp.root), device_resolved=str(device))
-    write_json(resolved(cfg, **meta), out / CONFIG)
-
-    y = comp.targets
-    is_val = (table["fold"] == cfg.fold).to_numpy()
-    train_ds = ImageDataset(table["path"][~is_val], y[~is_val], train_transform(cfg.augment, size, seed=cfg.seed))
-    val_ds = ImageDataset(table["path"][is_val], y[is_val], eval_transform(size))
-    train_dl = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed)
-    val_dl = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers)
+                timm_name=timm_name, img_size_resolved=size, competition=str(comp.root), device_resolved=str(device),
+                amp_resolved=str(dtype).replace("torch.", "") if dtype else "off")
 
     model = create_model(cfg.model, len(comp.classes), cfg.pretrained, cfg.weights).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = len(train_dl)
-    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * steps, warmup_t=cfg.warmup_epochs * steps,
-                              warmup_lr_init=cfg.lr / 100, lr_min=cfg.lr / 100, t_in_epochs=False)
+    mean, std = normalization(model)
+    y = comp.targets
+    is_val = (table["fold"] == cfg.fold).to_numpy()
+    train_ds = ImageDataset(table["path"][~is_val], y[~is_val], train_transform(cfg.augment, size, mean, std, cfg.seed))
+    val_ds = ImageDataset(table["path"][is_val], y[is_val], eval_transform(size, mean, std))
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    if mixing and cfg.batch_size % 2:
+        raise KitError(f"mixup/cutmix need an even batch_size; got {cfg.batch_size}")
+    train_dl = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed)
+    val_dl = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers)
+    write_json(resolved(cfg, **meta, mean=mean, std=std), out / CONFIG)
 
-    rows, best, best_epoch = [], -np.inf, -1
-    bar = tqdm(range(cfg.epochs), desc=f"{cfg.exp} fold {cfg.fold}", mininterval=2)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, cfg)
+    if cfg.sam == "off":
+        opt = SAM(groups, torch.optim.AdamW, rho=0.0)  # the same wrapper: one code path, plain steps only
+    else:
+        opt = SAM(groups, torch.optim.AdamW, rho=cfg.sam_rho, adaptive=cfg.sam == "asam")
+    updates_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
+    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * updates_per_epoch,
+                              warmup_t=cfg.warmup_epochs * updates_per_epoch, warmup_lr_init=cfg.lr / 100,
+                              lr_min=cfg.lr / 100, t_in_epochs=False)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                  num_classes=len(comp.classes)) if mixing else None
+    forward_model = torch.compile(model) if cfg.torch_compile else model
+
+    state = Progress()
+    if cfg.resume and (out / LAST).is_file():
+        state = load_last(out / LAST, model, opt, sched, scaler, ema, meta)
+        print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch} from {out / LAST}")
+
+    bar = tqdm(range(state.epoch, cfg.epochs), desc=f"{cfg.exp} fold {cfg.fold}", initial=state.epoch,
+               total=cfg.epochs, mininterval=2)
     for epoch in bar:
         t0 = time.time()
-        train_loss = train_one_epoch(model, train_dl, opt, sched, epoch * steps, cfg.label_smoothing, device)
-        probs = predict(model, val_dl, "none", device=device, desc="validate", autocast=cuda)
+        # reseeded from (seed, epoch): a resumed epoch draws the same batches, augmentations and mixes
+        seed_everything(cfg.seed * 1000 + epoch)
+        train_dl.generator.manual_seed(cfg.seed * 1000 + epoch)
+        train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
+        set_backbone_frozen(model, epoch < cfg.freeze_epochs)
+        mix = mixup if mixup is not None and epoch < cfg.epochs - cfg.mixup_off_epochs else None
+        train_loss, state.step = train_one_epoch(forward_model, train_dl, opt, sched, scaler, ema, mix, cfg, dtype,
+                                                 channels_last, device, state.step)
+        eval_model = ema.module if ema is not None else model
+        probs = predict(eval_model, val_dl, "none", device=device, desc="validate", autocast=dtype is not None)
         val_y = y[is_val]
         row = dict(epoch=epoch, train_loss=train_loss, val_loss=metric_value("log_loss", val_y, probs),
                    **{f"val_{cfg.metric}": metric_value(cfg.metric, val_y, probs)},
-                   lr=opt.param_groups[0]["lr"], seconds=time.time() - t0)
-        rows.append(row)
-        s = score(cfg.metric, val_y, probs)
-        if s > best:
-            best, best_epoch = s, epoch
-            save_torch({"model": model.state_dict(), "classes": meta["classes"], "timm_name": timm_name,
-                        "img_size": size, "epoch": epoch, "score": row[f"val_{cfg.metric}"]}, out / CHECKPOINT)
-        write_csv(pd.DataFrame(rows), out / HISTORY)
+                   lr=opt.param_groups[-1]["lr"], seconds=time.time() - t0)
+        state.rows.append(row)
+        improved = keep_top(out, state, score(cfg.metric, val_y, probs), epoch, cfg.save_top,
+                            lambda: checkpoint(eval_model, meta, epoch, row[f"val_{cfg.metric}"]))
+        state.stale = 0 if improved else state.stale + 1
+        state.epoch = epoch + 1
+        write_csv(pd.DataFrame(state.rows), out / HISTORY)
+        save_last(out / LAST, model, opt, sched, scaler, ema, state, meta)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{cfg.metric: f"{row[f'val_{cfg.metric}']:.4f}"})
+        if cfg.patience and state.stale >= cfg.patience:
+            print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
+            break
+    bar.close()
 
-    model.load_state_dict(torch.load(out / CHECKPOINT, map_location=device, weights_only=True)["model"])
-    probs = predict(model, val_dl, cfg.tta, device=device, desc="oof", autocast=cuda)
+    best = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    model.load_state_dict(best["model"])
+    probs = predict(model, val_dl, cfg.tta, device=device, desc="oof", autocast=dtype is not None)
     oof = oof_frame(table["id"][is_val], cfg.fold, y[is_val], probs, meta["classes"], cfg.tta, meta["folds_hash"])
     write_csv(oof, out / OOF)  # last: its presence marks the fold complete
-    history = pd.DataFrame(rows)
-    return FoldResult(out, float(history[f"val_{cfg.metric}"].iloc[best_epoch]), best_epoch, history, oof)
+    history = pd.DataFrame(state.rows)
+    best_row = history.set_index("epoch").loc[best["epoch"]]
+    return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oof)
 
 
-def train_one_epoch(model, loader, opt, sched, step: int, label_smoothing: float, device) -> float:
+def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: TrainConfig, dtype, channels_last: bool,
+                    device, step: int) -> tuple[float, int]:
+    """One pass over the loader in updates of accum_steps micro-batches; returns (mean loss, step)."""
     model.train()
-    cuda = device.type == "cuda"
-    total, n = 0.0, 0
-    for x, t in tqdm(loader, desc="train", leave=False, mininterval=2):
+    soft_loss = SoftTargetCrossEntropy()
+
+    def loss_fn(m, x, t):
+        out = m(x)
+        return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
+
+    total, n, pending = 0.0, 0, []
+    batches = tqdm(loader, desc="train", leave=False, mininterval=2)
+    for i, (x, t) in enumerate(batches):
         x, t = x.to(device, non_blocking=True), t.to(device, non_blocking=True)
-        if cuda:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x), t, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise KitError(f"loss is {loss.item()} at step {step}; lower lr (now {opt.param_groups[0]['lr']:.2e}) "
-                           "or check the inputs")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if mixup is not None:
+            x, t = mixup(x, t)  # mixed once: both SAM passes see this batch and its soft targets
+        pending.append((x, t))
+        if len(pending) < cfg.accum_steps and i < len(loader) - 1:
+            continue
+        use_sam = cfg.sam != "off" and step % cfg.sam_every == 0
+        loss, stepped = sam_update(model, opt, pending, loss_fn, scaler, dtype, cfg.clip_grad, sam=use_sam)
+        if not np.isfinite(loss) and scaler is None:
+            raise KitError(f"loss is {loss} at step {step}; lower lr (now {opt.param_groups[-1]['lr']:.2e}), "
+                           "set clip_grad, or amp='off' if fp16 overflows")
         step += 1
         sched.step_update(step)
-        total += loss.item() * len(x)
-        n += len(x)
-    return total / max(n, 1)
+        if ema is not None and stepped:
+            ema.update(model, step=step)
+        size = sum(len(b[0]) for b in pending)
+        total, n, pending = total + loss * size, n + size, []
+    return total / max(n, 1), step
+
+
+def checkpoint(model: nn.Module, meta: dict, epoch: int, value: float) -> dict:
+    """weights_only-safe: tensors, strings and numbers only."""
+    return {"model": model.state_dict(), "classes": meta["classes"], "timm_name": meta["timm_name"],
+            "img_size": meta["img_size_resolved"], "epoch": epoch, "score": value}
+
+
+def keep_top(out: Path, state: Progress, value: float, epoch: int, n: int, make) -> bool:
+    """Keep the best n checkpoints (best.pt is the best; the others top-<epoch>.pt); True if a new best."""
+    ranked = sorted(state.top + [(value, epoch)], key=lambda t: -t[0])
+    if (value, epoch) not in ranked[:n]:
+        return False
+    ckpt = make()
+    new_best = ranked[0] == (value, epoch)
+    if new_best and state.top:  # the old best moves aside if it stays in the top n
+        old = out / CHECKPOINT
+        if n > 1 and old.is_file():
+            os.replace(old, out / f"top-{state.top[0][1]:03d}.pt")
+    save_torch(ckpt, out / (CHECKPOINT if new_best else f"top-{epoch:03d}.pt"))
+    for _, e in ranked[n:]:
+        (out / f"top-{e:03d}.pt").unlink(missing_ok=True)
+    state.top = ranked[:n]
+    return new_best
+
+
+def save_last(path: Path, model, opt, sched, scaler, ema, state: Progress, meta: dict) -> None:
+    save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "ema": ema.module.state_dict() if ema is not None else None,
+                "epoch": state.epoch, "step": state.step, "rows": state.rows,
+                "top": [list(t) for t in state.top], "stale": state.stale,
+                "folds_hash": meta["folds_hash"], "timm_name": meta["timm_name"]}, path)
+
+
+def load_last(path: Path, model, opt, sched, scaler, ema, meta: dict) -> Progress:
+    last = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("folds_hash", "timm_name"):
+        if last[key] != meta[key]:
+            raise KitError(f"{path} was made with {key}={last[key]!r}, this run has {meta[key]!r}; "
+                           "rerun with resume=False (kit run-folds --force) to start this fold afresh")
+    model.load_state_dict(last["model"])
+    opt.load_state_dict(last["optimizer"])
+    sched.load_state_dict(last["scheduler"])
+    if scaler is not None and last["scaler"] is not None:
+        scaler.load_state_dict(last["scaler"])
+    if ema is not None and last["ema"] is not None:
+        ema.module.load_state_dict(last["ema"])
+    return Progress(last["epoch"], last["step"], last["rows"], [tuple(t) for t in last["top"]], last["stale"])
 
 
 def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tta: str, fhash: str) -> pd.DataFrame:

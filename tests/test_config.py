@@ -32,3 +32,13 @@ def test_from_namespace_picks_only_config_fields():
 def test_resolved_config_records_version_and_extra():
     d = resolved(TrainConfig(seed=7), folds_hash="abc")
     assert d["seed"] == 7 and d["folds_hash"] == "abc" and d["kit_version"]
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"sam": "yes"}, r"sam='yes' should be one of \['off', 'sam', 'asam'\]"),
+    ({"amp": "fp8"}, "amp='fp8' should be one of"),
+    ({"accum_steps": 0}, "accum_steps=0 should be at least 1"),
+])
+def test_bad_choices_fail_before_training(params, message):
+    with pytest.raises(KitError, match=message):
+        TrainConfig.from_params(params)

@@ -4,24 +4,27 @@ import pandas as pd
 import pytest
 import torch
 
+import kit.train
 from kit import KitError
 from kit.config import TrainConfig
 from kit.folds import folds_hash, folds_path, read_folds
 from kit.train import fit_fold, is_complete
 
+TINY = dict(model="test_resnet", img_size=16, batch_size=32)
+
 
 def test_one_fold_writes_the_run_folder_contract(tiny_comp):
-    cfg = TrainConfig(exp="t", fold=1, model="test_resnet", img_size=16, epochs=2, batch_size=32)
-    r = fit_fold(cfg)
+    r = fit_fold(TrainConfig(exp="t", fold=1, epochs=2, **TINY))
     assert is_complete(r.dir) and r.dir.name == "fold1" and r.dir.parent.name == "t"
     folds = read_folds(folds_path(tiny_comp))
     config = json.loads((r.dir / "config.json").read_text())
     assert config["folds_hash"] == folds_hash(folds) and config["seed"] == 42 and config["kit_version"]
-    assert config["epochs"] == 2 and config["timm_name"] == "test_resnet"
+    assert config["epochs"] == 2 and config["timm_name"] == "test_resnet" and config["amp_resolved"] == "off"
     history = pd.read_csv(r.dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1] and {"train_loss", "val_loss", "val_accuracy"} <= set(history)
     ckpt = torch.load(r.dir / "best.pt", weights_only=True)  # safe to load
     assert ckpt["epoch"] == r.best_epoch and ckpt["classes"] == [str(c) for c in range(10)]
+    torch.load(r.dir / "last.pt", weights_only=True)
     oof = pd.read_csv(r.dir / "oof.csv", dtype={"id": str})
     val_ids = set(folds.loc[folds["fold"] == 1, "id"])
     assert set(oof["id"]) == val_ids and len(oof) == len(val_ids)
@@ -30,14 +33,76 @@ def test_one_fold_writes_the_run_folder_contract(tiny_comp):
 
 
 def test_same_seed_same_result(tiny_comp):
-    a = fit_fold(TrainConfig(exp="a", model="test_resnet", img_size=16, epochs=1, batch_size=32))
-    b = fit_fold(TrainConfig(exp="b", model="test_resnet", img_size=16, epochs=1, batch_size=32))
+    a = fit_fold(TrainConfig(exp="a", epochs=1, **TINY))
+    b = fit_fold(TrainConfig(exp="b", epochs=1, **TINY))
     assert a.history["train_loss"].equals(b.history["train_loss"])
+
+
+def weights(path, key="model"):
+    return torch.load(path, weights_only=True)[key]
+
+
+@pytest.mark.parametrize("extra", [{}, {"sam": "sam", "mixup": 0.4, "ema_decay": 0.9, "accum_steps": 2}])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monkeypatch, extra):
+    cfg = dict(epochs=4, save_top=2, **TINY, **extra)
+    fit_fold(TrainConfig(exp="straight", **cfg))
+    real = kit.train.train_one_epoch
+    calls = []
+
+    def dies_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed during the third epoch
+        return real(*a, **k)
+
+    monkeypatch.setattr(kit.train, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit_fold(TrainConfig(exp="resumed", **cfg))
+    monkeypatch.setattr(kit.train, "train_one_epoch", real)
+    r = fit_fold(TrainConfig(exp="resumed", **cfg))
+    assert r.history["epoch"].tolist() == [0, 1, 2, 3]
+    runs = tiny_comp.root.parent.parent / "runs"
+    for key in ("model", "ema") if extra else ("model",):
+        a, b = weights(runs / "straight/fold0/last.pt", key), weights(runs / "resumed/fold0/last.pt", key)
+        assert all(torch.equal(a[k], b[k]) for k in a), key
+    assert pd.read_csv(runs / "straight/fold0/history.csv").drop(columns="seconds").equals(
+        r.history.drop(columns="seconds"))
+
+
+def test_ema_weights_differ_from_raw_and_are_what_is_saved(tiny_comp):
+    r = fit_fold(TrainConfig(exp="ema", epochs=2, ema_decay=0.9, save_top=1, **TINY))
+    best, last = weights(r.dir / "best.pt"), torch.load(r.dir / "last.pt", weights_only=True)
+    raw, ema = last["model"], last["ema"]
+    assert not all(torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
+    if r.best_epoch == 1:
+        assert all(torch.equal(best[k], ema[k]) for k in best)
+    assert not all(torch.equal(best[k], raw[k]) for k in best if best[k].is_floating_point())
+
+
+def test_top_n_checkpoints_and_early_stopping(tiny_comp, monkeypatch):
+    scores = iter([0.5, 0.7, 0.6, 0.4, 0.3, 0.2])
+    monkeypatch.setattr(kit.train, "score", lambda *a: next(scores))
+    r = fit_fold(TrainConfig(exp="top", epochs=6, save_top=2, patience=3, **TINY))
+    assert r.history["epoch"].tolist() == [0, 1, 2, 3, 4]  # stopped 3 epochs after the best (epoch 1)
+    assert weights(r.dir / "best.pt", "epoch") == 1
+    assert sorted(p.name for p in r.dir.glob("top-*.pt")) == ["top-002.pt"]  # the second best
+
+
+def test_frozen_backbone_epoch_changes_only_the_head(tiny_comp):
+    from kit.models import create_model
+
+    r = fit_fold(TrainConfig(exp="frz", epochs=1, freeze_epochs=1, lr=1e-2, **TINY))
+    torch.manual_seed(42)
+    init = create_model("test_resnet", 10).state_dict()
+    trained = weights(r.dir / "last.pt")
+    changed = {k for k in init if init[k].is_floating_point() and not torch.equal(init[k], trained[k])
+               and "running" not in k}
+    assert changed and all(k.startswith("fc.") for k in changed), changed
 
 
 def test_fold_out_of_range_is_explained(tiny_comp):
     with pytest.raises(KitError, match=r"fold=7 but folds.csv has folds 0..2"):
-        fit_fold(TrainConfig(exp="x", fold=7, model="test_resnet", img_size=16, epochs=1))
+        fit_fold(TrainConfig(exp="x", fold=7, epochs=1, **TINY))
 
 
 def test_missing_folds_file_says_how_to_make_it(project):
@@ -45,4 +110,4 @@ def test_missing_folds_file_says_how_to_make_it(project):
 
     build_demo("data", n=60, size=16)
     with pytest.raises(KitError, match="write it once with the EDA notebook or `kit folds`"):
-        fit_fold(TrainConfig(exp="x", model="test_resnet", img_size=16, epochs=1))
+        fit_fold(TrainConfig(exp="x", epochs=1, **TINY))
