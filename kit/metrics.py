@@ -9,10 +9,16 @@ from sklearn import metrics as skm
 
 from . import KitError
 
+def normalized(p: np.ndarray) -> np.ndarray:
+    """float32 softmax rows, or rows read back from CSV, sum to 1 only within rounding."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, None)
+    return p / p.sum(1, keepdims=True)
+
+
 # name -> (fn(y, probs) -> float, greater_is_better)
 METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
     "accuracy": (lambda y, p: skm.accuracy_score(y, p.argmax(1)), True),
-    "log_loss": (lambda y, p: skm.log_loss(y, np.clip(p, 1e-15, 1), labels=np.arange(p.shape[1])), False),
+    "log_loss": (lambda y, p: skm.log_loss(y, normalized(p), labels=np.arange(p.shape[1])), False),
     "macro_f1": (lambda y, p: skm.f1_score(y, p.argmax(1), average="macro"), True),
     "balanced_accuracy": (lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)), True),
 }

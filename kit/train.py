@@ -191,6 +191,9 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         write_csv(pd.DataFrame(state.rows), out / HISTORY)
         save_last(out / LAST, model, opt, sched, scaler, ema, state, meta)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{cfg.metric: f"{row[f'val_{cfg.metric}']:.4f}"})
+        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  val_loss {row['val_loss']:.4f}  "
+                   f"val_{cfg.metric} {row[f'val_{cfg.metric}']:.4f}{'  *best' if improved else ''}  "
+                   f"{row['seconds']:.1f}s")
         if cfg.patience and state.stale >= cfg.patience:
             print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
             break

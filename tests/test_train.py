@@ -111,3 +111,38 @@ def test_missing_folds_file_says_how_to_make_it(project):
     build_demo("data", n=60, size=16)
     with pytest.raises(KitError, match="write it once with the EDA notebook or `kit folds`"):
         fit_fold(TrainConfig(exp="x", epochs=1, **TINY))
+
+
+def test_sam_every_n_steps_and_mixup_off_for_the_last_epochs(tiny_comp, monkeypatch):
+    seen_sam, seen_targets = [], []
+    real = kit.train.sam_update
+
+    def spy(model, opt, micro_batches, loss_fn, *a, sam=True, **k):
+        seen_sam.append(sam)
+        seen_targets.append(micro_batches[0][1].ndim)  # 2 = soft (mixed) targets
+        return real(model, opt, micro_batches, loss_fn, *a, sam=sam, **k)
+
+    monkeypatch.setattr(kit.train, "sam_update", spy)
+    r = fit_fold(TrainConfig(exp="every", epochs=2, sam="sam", sam_every=2, mixup=0.4, mixup_off_epochs=1, **TINY))
+    per_epoch = len(seen_sam) // 2
+    assert seen_sam == [i % 2 == 0 for i in range(len(seen_sam))]  # two-pass SAM on every other update
+    assert seen_targets == [2] * per_epoch + [1] * per_epoch  # mixed targets, then plain ones in the last epoch
+    assert len(r.history) == 2
+
+
+def test_differential_lr_and_no_decay_on_norms():
+    from kit.models import create_model
+    from kit.train import param_groups
+
+    model = create_model("test_resnet", 3)
+    groups = {(g["part"], g["weight_decay"] > 0): g for g in
+              param_groups(model, TrainConfig(lr=1e-3, backbone_lr_mult=0.1, weight_decay=0.05))}
+    assert groups[("head", True)]["lr"] == 1e-3 and groups[("backbone", True)]["lr"] == pytest.approx(1e-4)
+    assert all(p.ndim == 1 for p in groups[("backbone", False)]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_bf16_autocast_runs_on_cpu(tiny_comp):
+    r = fit_fold(TrainConfig(exp="bf16", epochs=1, amp="bf16", **TINY))
+    assert json.loads((r.dir / "config.json").read_text())["amp_resolved"] == "bfloat16"
+    assert r.oof[[str(c) for c in range(10)]].notna().all().all()
