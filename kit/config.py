@@ -25,37 +25,37 @@ class TrainConfig:
     fold: int = 0
     data_dir: str = "data"
     runs_dir: str = "runs"
-    id_col: str = ""  # "" = auto-detect
-    label_col: str = ""  # "" = auto-detect
+    id_col: str = ""  # empty: auto-detect
+    label_col: str = ""  # empty: auto-detect
     # model
     model: str = "test_efficientnet"  # any timm name, or a preset effnet_b0..effnet_b7
     pretrained: bool = False  # from the timm/Hugging Face cache
     weights: str = ""  # local checkpoint file, for internet-off notebooks
-    img_size: int = 0  # 0 = the preset's native resolution (224 for unknown models)
+    img_size: int = 0  # 0: the native resolution of the model (224 when unknown)
     # training
     epochs: int = 5
     batch_size: int = 64
-    accum_steps: int = 1  # micro-batches per optimizer update (effective batch = batch_size * accum_steps)
+    accum_steps: int = 1  # micro-batches per optimizer update; effective batch: batch_size * accum_steps
     lr: float = 3e-3
     backbone_lr_mult: float = 1.0  # differential LR: backbone at lr * this, head at lr
     freeze_epochs: int = 0  # head-first fine-tuning: backbone frozen for the first N epochs
     weight_decay: float = 0.05
     warmup_epochs: int = 1
-    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    clip_grad: float = 0.0  # max gradient norm, 0: off
     label_smoothing: float = 0.1
     augment: str = "light"  # none, light, medium, mushroom
-    mixup: float = 0.0  # mixup alpha; 0 = off
-    cutmix: float = 0.0  # cutmix alpha; 0 = off
+    mixup: float = 0.0  # mixup alpha, 0: off
+    cutmix: float = 0.0  # cutmix alpha, 0: off
     mixup_off_epochs: int = 0  # plain targets for the last N epochs
     sam: str = "off"  # off, sam, asam
-    sam_rho: float = 0.05  # ASAM usually wants about 10x SAM's rho
+    sam_rho: float = 0.05  # ASAM usually wants about 10x the SAM rho
     sam_every: int = 1  # the two-pass SAM update every N optimizer steps, plain steps between
     ema_decay: float = 0.0  # EMA of weights, validated and saved when > 0 (e.g. 0.999)
-    patience: int = 0  # early stopping after N epochs without improvement; 0 = off
+    patience: int = 0  # early stopping after N epochs without improvement, 0: off
     save_top: int = 1  # keep the best N checkpoints (best.pt is the best)
     metric: str = "accuracy"
     # inference
-    tta: str = "none"
+    tta: str = "auto"  # auto: OOF for every preset, the infer step picks the best per experiment
     # runtime
     seed: int = 42
     device: str = "auto"  # auto, cpu, cuda, cuda:1
@@ -64,7 +64,7 @@ class TrainConfig:
     torch_compile: bool = False  # torch.compile the model
     resume: bool = True  # continue from last.pt when the fold was interrupted
     num_workers: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads, 0: the torch default
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():

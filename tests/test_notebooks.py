@@ -29,3 +29,16 @@ def test_every_notebook_has_a_parameters_cell(name):
 def test_train_notebook_parameters_are_the_config_fields_and_defaults():
     params = notebook_parameters(jupytext.read(NOTEBOOKS / "train_fold.py"))
     assert params == dataclasses.asdict(TrainConfig())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_papermill_parses_every_parameter(name, tmp_path, caplog):
+    """papermill's own parser skips lines it cannot read (e.g. '=' in a comment) and then calls the
+    parameter unknown: every assignment in the cell must be visible to it."""
+    import papermill
+
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "python3"}
+    jupytext.write(nb, tmp_path / f"{name}.ipynb")
+    seen = set(papermill.inspect_notebook(str(tmp_path / f"{name}.ipynb")))
+    assert seen == set(notebook_parameters(nb)) and "Unable to parse" not in caplog.text
