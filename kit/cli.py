@@ -108,19 +108,32 @@ def cmd_notebook(a):
 
 def cmd_blend(a):
     from .competition import load_competition
-    from .folds import folds_hash, folds_path, read_folds
-    from .infer import infer_and_blend, save_blend
+    from .folds import folds_path, read_folds
+    from .infer import infer_and_blend, save_blend, submission_from_blend
     from .paths import resolve
     from .submission import write_submission
 
+    if a.blend_json:
+        comp, sub = submission_from_blend(a.comp, a.blend_json, a.data_dir, a.runs_dir, a.device)
+        print(f"wrote {write_submission(sub, comp, resolve('submissions') / f'{a.name}.csv')}")
+        return 0
+    if not a.exps:
+        raise KitError("pass --exps exp_a,exp_b (or --blend-json to apply a saved blend)")
     comp = load_competition(a.comp, a.data_dir)
-    folds = read_folds(folds_path(comp, a.runs_dir))
-    r = infer_and_blend(comp, folds, a.exps.split(","), a.runs_dir, a.method, a.metric, a.device)
+    r = infer_and_blend(comp, read_folds(folds_path(comp, a.runs_dir)), a.exps, a.runs_dir, a.method, a.metric,
+                        a.space, a.power, a.device)
     out = write_submission(r.submission, comp, resolve("submissions") / f"{a.name}.csv")
-    save_blend(r, out.with_suffix(".blend.json"), a.method, a.metric, folds_hash(folds))
+    save_blend(r, out.with_suffix(".blend.json"))
     print(r.scores.round(4).to_string(index=False))
     print(f"blend OOF {a.metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
     print(f"wrote {out}")
+
+
+def cmd_package(a):
+    from .package import package_for_kaggle
+
+    out = package_for_kaggle(a.blend_json, a.out, a.runs_dir, tuple(x for x in a.extra.split(",") if x))
+    print(f"bundle in {out}: upload it as a Kaggle dataset; run kaggle_infer.ipynb with the internet off")
 
 
 def cmd_score(a):
@@ -158,9 +171,10 @@ def cmd_demo(a):
     sub = resolve("submissions") / "demo.csv"
     blend = read_json(sub.with_suffix(".blend.json"))
     lb = leaderboard_score(sub, a.data_dir, "demo")
-    rows = [{"model": e["experiment"], "tta": e["tta"], "weight": e["weight"], "oof_accuracy": e["oof_accuracy"]}
-            for e in blend["experiments"]]
-    rows.append({"model": "blend", "tta": "", "weight": 1.0, "oof_accuracy": blend["oof_score"],
+    rows = [{"model": e["experiment"], "tta (chosen on OOF)": e["tta"], "weight": e["weight"],
+             "oof_accuracy_no_tta": e["oof_accuracy_no_tta"], "oof_accuracy": e["oof_accuracy"]}
+            for e in blend["scores"]]
+    rows.append({"model": "blend", "tta (chosen on OOF)": "", "weight": 1.0, "oof_accuracy": blend["oof_score"],
                  "honest_oof_accuracy": blend["honest_score"], "leaderboard_accuracy": lb})
     print(f"[{time.time() - t0:5.0f}s] submission {sub}\n")
     print(pd.DataFrame(rows).round(4).fillna("").to_string(index=False))
@@ -220,14 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("blend", help="infer + ensemble headlessly and write submissions/<name>.csv")
     s.add_argument("--comp", default="demo")
-    s.add_argument("--exps", required=True, help="comma-separated experiment names")
+    s.add_argument("--exps", default="", help="comma-separated experiment names")
     s.add_argument("--name", default="submission")
-    s.add_argument("--method", default="slsqp", choices=["slsqp", "caruana", "mean"])
-    s.add_argument("--metric", default="accuracy")
+    s.add_argument("--method", default="caruana", choices=["caruana", "slsqp", "mean"])
+    s.add_argument("--metric", default="accuracy", help="accuracy, log_loss, macro_f1, or an sklearn scorer name")
+    s.add_argument("--space", default="prob", choices=["prob", "logit", "power", "rank"])
+    s.add_argument("--power", type=float, default=2.0)
+    s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed)")
     s.add_argument("--data-dir", default="data")
     s.add_argument("--runs-dir", default="runs")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_blend)
+
+    s = sub.add_parser("package", help="bundle kit, wheels, checkpoints and blend.json for an offline Kaggle notebook")
+    s.add_argument("--blend-json", required=True)
+    s.add_argument("--out", default="kaggle_bundle")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--extra", default="ttach", help="comma-separated packages the Kaggle image lacks")
+    s.set_defaults(fn=cmd_package)
 
     s = sub.add_parser("score", help="grade a submission against the demo's hidden labels")
     s.add_argument("submission")

@@ -63,6 +63,18 @@ def load_competition(comp: str | Path, data_dir: str | Path = "data", id_col: st
     )
 
 
+def load_test_competition(comp: str | Path, classes: list, data_dir: str | Path = "data") -> Competition:
+    """Only the test set (sample_submission.csv + test images) and the classes a blend was fitted on:
+    what a Kaggle code competition's inference notebook has."""
+    root = find_root(comp, data_dir)
+    sample = root / "sample_submission.csv"
+    if not sample.is_file():
+        raise KitError(f"{root} has no sample_submission.csv: the test ids and the submission's shape are unknown")
+    id_col = pd.read_csv(sample, nrows=0).columns[0]
+    empty = pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=object), "path": pd.Series(dtype=str)})
+    return Competition(root, empty, _load_test(root, sample, id_col), list(classes), sample, id_col, "")
+
+
 def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str) -> Competition:
     table = pd.read_csv(root / "train.csv", nrows=0)
     id_col = _pick_column(table, id_col, ID_CANDIDATES, "id", root / "train.csv", fallback=table.columns[0])

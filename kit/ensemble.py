@@ -11,7 +11,7 @@ from scipy.optimize import minimize
 
 from . import KitError
 from .folds import folds_hash
-from .metrics import score
+from .metrics import metric_value, score
 from .paths import exp_dir
 
 
@@ -25,14 +25,18 @@ class Experiment:
     folds_hash: str
 
 
-def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame) -> Experiment:
-    """All folds' OOF of one experiment, checked against folds.csv: each id once, same folds hash, one TTA."""
+def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | None = None) -> Experiment:
+    """All folds' OOF of one experiment, checked against folds.csv: each id once, same folds hash, one TTA.
+
+    tta=None reads each fold's oof.csv; a preset name reads the OOF made with that TTA (tta='auto' runs).
+    """
     d = exp_dir(runs_dir, exp)
-    files = sorted(d.glob("fold*/oof.csv"))
+    name = "oof.csv" if tta is None else f"oof-{tta}.csv"
+    files = sorted(d.glob(f"fold*/{name}"))
     n_folds = int(folds["fold"].max()) + 1
     done = {int(f.parent.name.removeprefix("fold")) for f in files}
     if done != set(range(n_folds)):
-        raise KitError(f"experiment {exp!r} ({d}) has OOF for folds {sorted(done)} but folds.csv has "
+        raise KitError(f"experiment {exp!r} ({d}) has {name} for folds {sorted(done)} but folds.csv has "
                        f"{n_folds}; run the missing folds {sorted(set(range(n_folds)) - done)} first")
     oof = pd.concat([pd.read_csv(f, dtype={"id": str}) for f in files], ignore_index=True)
     expected = folds_hash(folds)
@@ -65,56 +69,124 @@ def check_compatible(exps: list[Experiment]) -> None:
             raise KitError(f"experiments {first.name!r} and {e.name!r} have different classes")
 
 
-def blend(preds: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    return sum(w * p for w, p in zip(weights, preds))
+def tta_scores(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """OOF score of every TTA an experiment has predictions for, best first (ties: fewer views)."""
+    from .tta import CANDIDATES, n_views
+
+    rows = []
+    for tta in CANDIDATES:
+        if not list(exp_dir(runs_dir, exp).glob(f"fold*/oof-{tta}.csv")):
+            continue
+        e = load_oof(runs_dir, exp, folds, tta)
+        y = e.oof["target"].to_numpy()
+        rows.append({"experiment": exp, "tta": tta, "views": n_views(tta), f"oof_{metric}": metric_value(metric, y, e.probs),
+                     "_score": score(metric, y, e.probs)})
+    if not rows:  # a fixed-TTA run: only oof.csv
+        e = load_oof(runs_dir, exp, folds)
+        y = e.oof["target"].to_numpy()
+        rows.append({"experiment": exp, "tta": e.tta, "views": n_views(e.tta),
+                     f"oof_{metric}": metric_value(metric, y, e.probs), "_score": score(metric, y, e.probs)})
+    table = pd.DataFrame(rows).sort_values(["_score", "views"], ascending=[False, True], kind="stable")
+    return table.drop(columns="_score").reset_index(drop=True)
 
 
-def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "slsqp", metric: str = "accuracy",
-                      caruana_rounds: int = 50) -> np.ndarray:
-    """Non-negative weights summing to one."""
+def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: str = "accuracy"
+                  ) -> tuple[Experiment, pd.DataFrame]:
+    """The experiment's OOF with the TTA that scores best on OOF; its test predictions must use the same."""
+    table = tta_scores(runs_dir, exp, folds, metric)
+    best = table["tta"].iloc[0]
+    has_files = bool(list(exp_dir(runs_dir, exp).glob(f"fold*/oof-{best}.csv")))
+    return load_oof(runs_dir, exp, folds, best if has_files else None), table
+
+
+SPACES = ("prob", "logit", "power", "rank")
+
+
+def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
+    """Where predictions are averaged: probabilities, log-probabilities, p**power, or per-class ranks."""
+    if space == "prob":
+        return p
+    if space == "logit":
+        return np.log(np.clip(p, 1e-15, None))
+    if space == "power":
+        return np.power(p, power)
+    if space == "rank":  # each class column ranked over rows, scaled to [0, 1]
+        return (np.argsort(np.argsort(p, axis=0), axis=0) + 0.5) / len(p)
+    raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
+
+
+def from_space(z: np.ndarray, space: str) -> np.ndarray:
+    """Back to rows that sum to one."""
+    if space == "logit":
+        z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def blend(preds: list[np.ndarray], weights: np.ndarray, space: str = "prob", power: float = 2.0) -> np.ndarray:
+    return from_space(sum(w * to_space(p, space, power) for w, p in zip(weights, preds)), space)
+
+
+def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "caruana", metric: str = "accuracy",
+                      caruana_rounds: int = 50, space: str = "prob", power: float = 2.0) -> np.ndarray:
+    """Non-negative weights summing to one, for blending in `space`."""
     m = len(preds)
     if m == 1:
         return np.ones(1)
     if method == "slsqp":
         # accuracy-like metrics are flat almost everywhere: fit the smooth log loss, a proper scoring rule
-        stack = np.stack(preds)  # (M, N, K)
+        zs = [to_space(p, space, power) for p in preds]
         rows = np.arange(len(y))
 
         def nll(w):
-            return -np.log(np.clip(np.tensordot(w, stack[:, rows, y], 1), 1e-15, None)).mean()
+            p = from_space(sum(wi * z for wi, z in zip(w, zs)), space)
+            return -np.log(np.clip(p[rows, y], 1e-15, None)).mean()
 
         res = minimize(nll, np.full(m, 1 / m), method="SLSQP", bounds=[(0, 1)] * m,
                        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
         w = np.clip(res.x, 0, None)
         return w / w.sum()
     if method == "caruana":
-        return caruana(preds, y, metric, caruana_rounds)
+        return caruana(preds, y, metric, caruana_rounds, space, power)
     if method == "mean":
         return np.full(m, 1 / m)
     raise KitError(f"unknown blend method {method!r}; choose 'slsqp', 'caruana' or 'mean'")
 
 
-def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int) -> np.ndarray:
-    """Caruana et al. 2004: greedy forward selection with replacement, started from the best single model."""
+def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, space: str = "prob",
+            power: float = 2.0) -> np.ndarray:
+    """Caruana et al. 2004: greedy forward selection with replacement from the best single model,
+    returning the best ensemble seen (so in-sample it is never below the best single model).
+
+    Ties on the metric (frequent for accuracy) go to the lower log loss.
+    """
+    zs = [to_space(p, space, power) for p in preds]
+
+    def key(p):
+        return score(metric, y, p), score("log_loss", y, p)
+
+    first = max(range(len(preds)), key=lambda i: key(preds[i]))
     counts = np.zeros(len(preds))
-    scores = [score(metric, y, p) for p in preds]
-    counts[int(np.argmax(scores))] = 1
-    current = preds[int(np.argmax(scores))].copy()
+    counts[first] = 1
+    current = zs[first].copy()
+    best_key, best_counts = key(preds[first]), counts.copy()
     for _ in range(rounds - 1):
         n = counts.sum()
-        trial = [score(metric, y, (current * n + p) / (n + 1)) for p in preds]
-        j = int(np.argmax(trial))
+        trials = [key(from_space((current * n + z) / (n + 1), space)) for z in zs]
+        j = max(range(len(zs)), key=lambda i: trials[i])
         counts[j] += 1
-        current = (current * n + preds[j]) / (n + 1)
-    return counts / counts.sum()
+        current = (current * n + zs[j]) / (n + 1)
+        if trials[j] > best_key:
+            best_key, best_counts = trials[j], counts.copy()
+    return best_counts / best_counts.sum()
 
 
-def honest_blend_score(preds: list[np.ndarray], y: np.ndarray, fold: np.ndarray, method: str = "slsqp",
-                       metric: str = "accuracy") -> tuple[float, float]:
-    """Mean and std over folds of the score on each fold of weights fitted on the other folds."""
-    scores = []
+def honest_blend_score(preds: list[np.ndarray], y: np.ndarray, fold: np.ndarray, method: str = "caruana",
+                       metric: str = "accuracy", space: str = "prob", power: float = 2.0) -> tuple[float, float]:
+    """Mean and std over folds, in the metric's own units, of the score on each fold of weights fitted
+    on the other folds: what the blend is worth on rows its weights never saw."""
+    values = []
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
-        w = fit_blend_weights([p[tr] for p in preds], y[tr], method, metric)
-        scores.append(score(metric, y[te], blend([p[te] for p in preds], w)))
-    return float(np.mean(scores)), float(np.std(scores))
+        w = fit_blend_weights([p[tr] for p in preds], y[tr], method, metric, space=space, power=power)
+        values.append(metric_value(metric, y[te], blend([p[te] for p in preds], w, space, power)))
+    return float(np.mean(values)), float(np.std(values))

@@ -24,14 +24,33 @@ METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
 }
 
 
+def lookup(name: str):
+    """(fn(y, probs), greater_is_better): ours by name, else any sklearn scorer name (e.g. 'roc_auc_ovr')."""
+    if name in METRICS:
+        return METRICS[name]
+    try:
+        scorer = skm.get_scorer(name)
+    except ValueError:
+        raise KitError(f"unknown metric {name!r}; use one of {sorted(METRICS)} or an sklearn scorer name "
+                       f"(sklearn.metrics.get_scorer_names())") from None
+    fn, sign, kwargs = scorer._score_func, scorer._sign, scorer._kwargs
+    wants_labels = scorer._response_method == "predict"
+
+    def value(y, p):
+        if wants_labels:
+            return fn(y, p.argmax(1), **kwargs)
+        p = normalized(p)
+        return fn(y, p[:, 1] if p.shape[1] == 2 else p, **kwargs)
+
+    return value, sign > 0
+
+
 def metric_value(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The metric in its own units (log loss stays a loss)."""
-    if name not in METRICS:
-        raise KitError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
-    return float(METRICS[name][0](np.asarray(y), np.asarray(probs)))
+    return float(lookup(name)[0](np.asarray(y), np.asarray(probs)))
 
 
 def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The metric signed so that higher is better (negated for losses): what optimizers maximize."""
     v = metric_value(name, y, probs)
-    return v if METRICS[name][1] else -v
+    return v if lookup(name)[1] else -v

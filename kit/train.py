@@ -31,6 +31,7 @@ from .metrics import metric_value, score
 from .models import create_model, resolve_model
 from .paths import fold_dir
 from .sam import SAM, sam_update
+from .tta import CANDIDATES as TTA_CANDIDATES
 from .tta import predict
 
 CHECKPOINT = "best.pt"
@@ -201,9 +202,13 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
 
     best = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
     model.load_state_dict(best["model"])
-    probs = predict(model, val_dl, cfg.tta, device=device, desc="oof", autocast=dtype is not None)
-    oof = oof_frame(table["id"][is_val], cfg.fold, y[is_val], probs, meta["classes"], cfg.tta, meta["folds_hash"])
-    write_csv(oof, out / OOF)  # last: its presence marks the fold complete
+    oof = None
+    for tta in TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,):
+        probs = predict(model, val_dl, tta, device=device, desc="oof", autocast=dtype is not None)
+        frame = oof_frame(table["id"][is_val], cfg.fold, y[is_val], probs, meta["classes"], tta, meta["folds_hash"])
+        write_csv(frame, out / oof_name(tta))
+        oof = frame if oof is None else oof
+    write_csv(oof, out / OOF)  # last: its presence marks the fold complete (auto: the no-TTA predictions)
     history = pd.DataFrame(state.rows)
     best_row = history.set_index("epoch").loc[best["epoch"]]
     return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oof)
@@ -291,6 +296,10 @@ def load_last(path: Path, model, opt, sched, scaler, ema, meta: dict) -> Progres
     if ema is not None and last["ema"] is not None:
         ema.module.load_state_dict(last["ema"])
     return Progress(last["epoch"], last["step"], last["rows"], [tuple(t) for t in last["top"]], last["stale"])
+
+
+def oof_name(tta: str) -> str:
+    return f"oof-{tta}.csv"
 
 
 def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tta: str, fhash: str) -> pd.DataFrame:

@@ -24,6 +24,12 @@ PRESETS: dict[str, list] = {
     "multiscale": [ttach.Scale(scales=[1, 0.875, 1.125])],
 }
 MERGES = ("mean", "gmean", "logit_mean")
+# what tta="auto" tries on OOF, cheapest first: a tie goes to fewer views
+CANDIDATES = ("none", "hflip", "flips", "multiscale", "d4")
+
+
+def n_views(tta: str) -> int:
+    return max(1, len(views(tta)))
 
 
 def views(tta: str) -> list:

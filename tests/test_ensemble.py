@@ -99,3 +99,55 @@ def test_missing_fold_is_named(tmp_path, folds):
     write_oof(tmp_path, "part", folds[folds["fold"] < 2], folds_hash(folds))
     with pytest.raises(KitError, match=r"run the missing folds \[2\]"):
         load_oof(tmp_path, "part", folds)
+
+
+@pytest.mark.parametrize("space", ["prob", "logit", "power", "rank"])
+def test_blend_spaces_give_distributions_and_ignore_noise(space):
+    from kit.ensemble import blend
+
+    y, preds = synthetic()
+    w = fit_blend_weights(preds, y, "caruana", "log_loss", space=space)
+    p = blend(preds, w, space)
+    assert np.allclose(p.sum(1), 1) and (p >= 0).all()
+    assert w[2] < 0.1, (space, w)
+
+
+def test_tta_chosen_on_oof_and_ties_go_to_fewer_views(tmp_path, folds):
+    from kit.ensemble import load_best_tta
+    from kit.folds import folds_hash
+
+    h = folds_hash(folds)
+    for k in range(3):
+        part = folds[folds["fold"] == k]
+        d = tmp_path / "e" / f"fold{k}"
+        d.mkdir(parents=True)
+        right = np.eye(2)[part["label"]] * 0.8 + 0.1
+        wrong = np.eye(2)[1 - part["label"]] * 0.8 + 0.1
+        for tta, probs in (("none", right), ("hflip", wrong), ("flips", right), ("d4", right)):
+            oof_frame(part["id"], k, part["label"], probs, ["a", "b"], tta, h).to_csv(d / f"oof-{tta}.csv", index=False)
+        oof_frame(part["id"], k, part["label"], right, ["a", "b"], "none", h).to_csv(d / "oof.csv", index=False)
+    e, table = load_best_tta(tmp_path, "e", folds)
+    assert e.tta == "none"  # ties with flips and d4: the cheapest wins
+    assert table.set_index("tta")["oof_accuracy"].to_dict() == {"none": 1.0, "flips": 1.0, "d4": 1.0, "hflip": 0.0}
+
+
+def test_any_sklearn_scorer_is_a_metric():
+    from kit.metrics import metric_value, score
+
+    y, preds = synthetic()
+    auc = metric_value("roc_auc_ovr", y, preds[0])
+    assert 0.5 < auc <= 1 and score("roc_auc_ovr", y, preds[0]) == auc
+    assert score("neg_log_loss", y, preds[0]) == pytest.approx(-metric_value("log_loss", y, preds[0]), rel=1e-6)
+    assert metric_value("f1_macro", y, preds[0]) == pytest.approx(metric_value("macro_f1", y, preds[0]))
+    with pytest.raises(KitError, match="unknown metric 'acc'"):
+        metric_value("acc", y, preds[0])
+
+
+def test_caruana_in_sample_is_never_below_the_best_single_model():
+    from kit.metrics import metric_value
+
+    for seed in range(5):
+        y, preds = synthetic(n=200, seed=seed)
+        w = fit_blend_weights(preds, y, "caruana", "accuracy")
+        best = max(metric_value("accuracy", y, p) for p in preds)
+        assert metric_value("accuracy", y, blend(preds, w)) >= best

@@ -61,3 +61,38 @@ def test_merges_give_distributions(how):
 def test_unknown_tta_lists_presets():
     with pytest.raises(KitError, match="unknown tta 'rot'"):
         predict_batch(Net().eval(), torch.randn(1, 3, 8, 8), "rot")
+
+
+class Invariant(nn.Module):
+    """Global average of a pointwise conv: invariant to flips and 90-degree rotations by construction."""
+
+    def __init__(self, k=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, k, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) * 5
+
+
+@pytest.mark.parametrize("tta", ["hflip", "flips", "d4"])
+def test_every_view_is_undone_on_a_model_invariant_by_construction(tta):
+    torch.manual_seed(0)
+    model, x = Invariant().eval(), torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        plain = predict_batch(model, x, "none")
+        for how in ("mean", "gmean", "logit_mean"):
+            assert torch.allclose(predict_batch(model, x, tta, how), plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", ["hflip", "flips", "d4", "multiscale"])
+def test_views_really_differ_and_chunking_changes_nothing(tta):
+    from kit.tta import views
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 16, 16)
+    vs = views(tta)
+    assert len(vs) == {"hflip": 2, "flips": 4, "d4": 8, "multiscale": 3}[tta]
+    assert all(not torch.equal(v.augment_image(x), x) for v in vs[1:])
+    net = Net().eval()
+    with torch.no_grad():
+        assert torch.allclose(predict_batch(net, x, tta, max_views_batch=1), predict_batch(net, x, tta), atol=1e-6)
