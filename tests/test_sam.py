@@ -25,6 +25,11 @@ def data(n=32, seed=1):
     return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
+def assert_same_weights(a, b, atol=1e-6):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=atol) if atol else torch.equal(p, q), name
+
+
 def bn_stats(model):
     return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
@@ -94,8 +99,7 @@ def test_sam_matches_the_reference_two_step_algorithm():
     with torch.no_grad():
         for p, w in zip(ref.parameters(), saved):
             p.copy_(w - 0.1 * p.grad)
-    for a, b in zip(model.parameters(), ref.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+    assert_same_weights(model, ref)
 
 
 def test_accumulating_k_micro_batches_matches_one_joint_batch():
@@ -106,8 +110,7 @@ def test_accumulating_k_micro_batches_matches_one_joint_batch():
     for _ in range(3):
         sam_update(a, opt_a, [(x, y)], ce)
         sam_update(b, opt_b, [(x[:16], y[:16]), (x[16:40], y[16:40]), (x[40:], y[40:])], ce)
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.allclose(p, q, atol=1e-5)
+    assert_same_weights(a, b, atol=1e-5)
 
 
 def test_fp16_scaler_skips_a_step_with_inf_gradients_and_otherwise_updates():
@@ -132,8 +135,7 @@ def test_fp16_scaled_step_equals_unscaled_step():
     opt_b = SAM(b.parameters(), torch.optim.SGD, lr=0.1)
     sam_update(a, opt_a, [(x, y)], ce)
     sam_update(b, opt_b, [(x, y)], ce, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert_same_weights(a, b)
 
 
 def test_bf16_autocast_without_scaler_updates():
@@ -166,8 +168,7 @@ def test_state_dict_round_trips_the_base_optimizer():
     for _ in range(2):
         sam_update(model, opt, [data(seed=5)], ce)
         sam_update(clone, opt2, [data(seed=5)], ce)
-    for p, q in zip(model.parameters(), clone.parameters()):
-        assert torch.equal(p, q)
+    assert_same_weights(model, clone, atol=0)
 
 
 def test_plain_step_through_base_optimizer_costs_one_pass():
@@ -190,5 +191,4 @@ def test_closure_step_matches_sam_update():
     sam_update(a, opt_a, [(x, y)], ce)
     ce(b, x, y).backward()
     opt_b.step(lambda: ce(b, x, y).backward())
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert_same_weights(a, b)
