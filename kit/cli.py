@@ -78,8 +78,22 @@ def cmd_run_folds(a):
     TrainConfig.from_params(params)  # names, types and the notebook checked before any fold starts
     check_parameters(load_notebook(a.notebook), params, a.notebook)
     folds = [int(k) for k in a.folds.split(",")] if a.folds else list(range(n_folds(params)))
-    summary = run_folds(a.exp, folds, params, a.notebook, params.get("runs_dir", "runs"), a.force)
+    summary = run_folds(a.exp, folds, params, a.notebook, params.get("runs_dir", "runs"), a.force, jobs=a.jobs,
+                        gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address, on_status=StatusPrinter())
     return report_jobs(summary)
+
+
+class StatusPrinter:
+    """The live status table, printed when a fold changes state or epoch (and at least every minute)."""
+
+    def __init__(self):
+        self.last, self.when = None, 0.0
+
+    def __call__(self, table: pd.DataFrame) -> None:
+        key = table[["state", "epoch"]].to_json()
+        if key != self.last or time.time() - self.when > 60:
+            print(f"\n{time.strftime('%H:%M:%S')}\n{table.to_string(index=False)}", flush=True)
+            self.last, self.when = key, time.time()
 
 
 def n_folds(params: dict) -> int:
@@ -160,7 +174,7 @@ def cmd_demo(a):
     for exp, params in DEMO_EXPERIMENTS.items():
         params = {**params, "comp": "demo", "data_dir": a.data_dir, **({"epochs": a.epochs} if a.epochs else {})}
         summary = run_folds(f"demo-{exp}", list(range(a.n_folds)), params, nb / "train_fold.py", a.runs_dir,
-                            force=True, log=a.verbose)
+                            force=True, jobs=a.jobs, on_status=StatusPrinter() if a.verbose else None)
         if report_jobs(summary):
             return 1
         print(f"[{time.time() - t0:5.0f}s] experiment demo-{exp}: {a.n_folds} folds trained")
@@ -191,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-folds", type=int, default=5)
     s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
     s.add_argument("--epochs", type=int, default=0, help="override the demo experiments' epochs")
-    s.add_argument("--verbose", action="store_true", help="stream the notebooks' output")
+    s.add_argument("--verbose", action="store_true", help="show the notebooks' output and the fold status table")
+    s.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("demo-data", help="write the demo competition to data/demo/")
@@ -220,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", default="", help="e.g. 0,2 (default: every fold in folds.csv)")
     s.add_argument("--notebook", default="notebooks/train_fold.py")
     s.add_argument("--force", action="store_true", help="rerun folds that are already complete")
+    s.add_argument("--jobs", type=int, default=1, help="folds at once on CPU (give each --threads)")
+    s.add_argument("--gpus", default="", help="one job per GPU: '0,1' or 'auto' (sets CUDA_VISIBLE_DEVICES)")
+    s.add_argument("--stagger", type=float, default=2.0, help="seconds between job starts")
+    s.add_argument("--backend", default="local", choices=["local", "ray"])
+    s.add_argument("--address", default="", help="Ray cluster address (default: start or join a local one)")
     s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE")
     s.add_argument("--params-file", help="YAML file of parameters (flags win)")
     add_config_flags(s, required_default=False)

@@ -40,6 +40,9 @@ OOF = "oof.csv"
 HISTORY = "history.csv"
 CONFIG = "config.json"
 RESERVED = {"id", "fold", "target", "tta", "folds_hash"}
+# headless runs (the runner sets KIT_HEADLESS) log one line per epoch instead of bars: bars become
+# thousands of lines in a log file
+HEADLESS = os.environ.get("KIT_HEADLESS") == "1"
 
 
 @dataclass
@@ -167,7 +170,7 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch} from {out / LAST}")
 
     bar = tqdm(range(state.epoch, cfg.epochs), desc=f"{cfg.exp} fold {cfg.fold}", initial=state.epoch,
-               total=cfg.epochs, mininterval=2)
+               total=cfg.epochs, mininterval=2, disable=HEADLESS)
     for epoch in bar:
         t0 = time.time()
         # reseeded from (seed, epoch): a resumed epoch draws the same batches, augmentations and mixes
@@ -225,7 +228,7 @@ def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: Tra
         return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
 
     total, n, pending = 0.0, 0, []
-    batches = tqdm(loader, desc="train", leave=False, mininterval=2)
+    batches = tqdm(loader, desc="train", leave=False, mininterval=2, disable=HEADLESS)
     for i, (x, t) in enumerate(batches):
         x, t = x.to(device, non_blocking=True), t.to(device, non_blocking=True)
         if channels_last:

@@ -6,6 +6,7 @@ views of a batch are stacked (grouped by size, chunked to fit memory), and merge
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -87,7 +88,8 @@ def predict(model: nn.Module, loader, tta: str = "none", how: str = "mean", devi
     model.eval()
     device = torch.device(device)
     chunks = []
-    for x, _ in tqdm(loader, desc=f"{desc} tta={tta}", leave=False, mininterval=2):
+    for x, _ in tqdm(loader, desc=f"{desc} tta={tta}", leave=False, mininterval=2,
+                     disable=os.environ.get("KIT_HEADLESS") == "1"):
         x = x.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             chunks.append(predict_batch(model, x, tta, how).cpu())

@@ -13,7 +13,8 @@ def normalize(req: str) -> str:
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {normalize(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = {r for group in project["optional-dependencies"].values() for r in group}
+    wanted = {normalize(r) for r in project["dependencies"] + sorted(extras)}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {normalize(r) for r in pip if not r.startswith("-e")}
