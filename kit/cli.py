@@ -106,7 +106,7 @@ def n_folds(params: dict) -> int:
 
 def report_jobs(summary: pd.DataFrame) -> int:
     print(summary[["name", "status", "seconds", "notebook"]].round(1).to_string(index=False))
-    failed = summary[summary["status"] == "failed"]
+    failed = summary[summary["status"].isin(["failed", "stale"])]
     for _, row in failed.iterrows():
         print(f"\n--- {row['name']} failed ---\n{row['error']}", file=sys.stderr)
     return 1 if len(failed) else 0

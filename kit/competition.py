@@ -87,6 +87,10 @@ def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str) -> Com
         rows = table.index[table[label_col].isna()].tolist()
         raise KitError(f"{root / 'train.csv'}: column {label_col!r} is empty in {len(rows)} row(s), "
                        f"first at row(s) {[r + 2 for r in rows[:5]]} (file line numbers); fill or drop them")
+    multi = multilabel_example(table[label_col])
+    if multi:
+        raise KitError(f"{root / 'train.csv'}: column {label_col!r} looks multi-label (e.g. {multi!r}: each part is also "
+                       "a label on its own); kit trains single-label classifiers: keep one label per image")
     dups = table[id_col][table[id_col].duplicated()]
     if len(dups):
         raise KitError(f"{root / 'train.csv'}: {len(dups)} duplicate id(s) in column {id_col!r}, "
@@ -133,6 +137,18 @@ def _load_imagefolder(root: Path, train_dir: Path) -> Competition:
     test = _load_test(root, sample, "id")
     classes = sorted(train["label"].unique().tolist())
     return Competition(root, train, test, classes, sample if sample.is_file() else None, "id", "label")
+
+
+def multilabel_example(labels: pd.Series) -> str:
+    """A label like 'cat dog' or 'cat|dog' whose parts are all labels themselves; '' if there is none."""
+    values = set(labels.astype(str))
+    for sep in (" ", "|", ",", ";"):
+        singles = {v for v in values if sep not in v}
+        for v in values:
+            parts = [p.strip() for p in v.split(sep) if p.strip()]
+            if len(parts) > 1 and all(p in singles for p in parts):
+                return v
+    return ""
 
 
 def resolve_images(ids: pd.Series, folder: Path, source: Path, id_col: str) -> list[str]:

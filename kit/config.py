@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from . import KitError, __version__
 
 
-CHOICES = {"sam": ("off", "sam", "asam"), "amp": ("auto", "bf16", "fp16", "off")}
+CHOICES = {"sam": ("off", "sam", "asam"), "amp": ("auto", "bf16", "fp16", "off"), "on_bad_image": ("error", "skip")}
 
 
 @dataclass
@@ -27,6 +27,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     id_col: str = ""  # empty: auto-detect
     label_col: str = ""  # empty: auto-detect
+    on_bad_image: str = "error"  # error: stop with the list of unreadable images; skip: leave them out
     # model
     model: str = "test_efficientnet"  # any timm name, or a preset effnet_b0..effnet_b7
     pretrained: bool = False  # from the timm/Hugging Face cache

@@ -9,15 +9,40 @@ from tqdm import tqdm
 
 
 def image_stats(paths, desc: str = "image headers") -> pd.DataFrame:
-    """Width, height, mode and format from each file's header (cheap: no full decode); errors kept per file."""
+    """Size, mode and format from each file's header, what kit will handle for it (note), and for
+    files that cannot be decoded, the error."""
+    from .data import MAX_PIXELS, read_image
+
     rows = []
     for p in tqdm(list(paths), desc=desc, mininterval=2, leave=False):
         try:
             with Image.open(p) as im:
-                rows.append((p, im.width, im.height, im.mode, im.format, ""))
+                w, h, mode, fmt = im.width, im.height, im.mode, im.format
+                rotated = im.getexif().get(0x0112, 1) not in (1, None)
+            read_image(p)  # the full decode: truncated files fail only here
+            rows.append((p, w, h, mode, fmt, notes(p, w, h, mode, fmt, rotated, MAX_PIXELS), ""))
         except Exception as e:  # noqa: BLE001 - report every unreadable file, whatever the reason
-            rows.append((p, np.nan, np.nan, "", "", f"{type(e).__name__}: {e}"))
-    return pd.DataFrame(rows, columns=["path", "width", "height", "mode", "format", "error"])
+            rows.append((p, np.nan, np.nan, "", "", "", str(e) or type(e).__name__))
+    return pd.DataFrame(rows, columns=["path", "width", "height", "mode", "format", "note", "error"])
+
+
+def notes(path: str, w: int, h: int, mode: str, fmt: str, rotated: bool, max_pixels: int) -> str:
+    """What read_image does for this file that the user may want to know."""
+    out = []
+    ext = path.rsplit(".", 1)[-1].lower()
+    if fmt and ext not in {"jpg": ["jpeg"], "jpeg": ["jpeg"], "tif": ["tiff"]}.get(ext, [fmt.lower()]) + [fmt.lower()]:
+        out.append(f"{fmt} named .{ext}")
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        out.append("16-bit, scaled to 8")
+    if mode in ("RGBA", "LA", "PA", "P"):
+        out.append(f"{mode}, put on white" if mode != "P" else "palette")
+    if mode in ("L", "1"):
+        out.append("grayscale")
+    if rotated:
+        out.append("EXIF-rotated, turned upright")
+    if w * h > max_pixels:
+        out.append("very large, decoded reduced")
+    return "; ".join(out)
 
 
 def size_summary(stats: pd.DataFrame) -> pd.DataFrame:

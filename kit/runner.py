@@ -193,7 +193,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     fold does not stop the others. Locally: one job per GPU in `gpus` ("0,1", "auto") with
     CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with `threads` threads each; starts are staggered.
     """
-    from .train import is_complete
+    from .train import is_complete, stale_reason
 
     params = dict(params or {})
     nb = load_notebook(notebook)  # fail before any fold starts: notebook, parameters, kernel
@@ -207,7 +207,9 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     for k in folds:
         d = fold_dir(runs_dir, exp, k)
         if is_complete(d) and not force:
-            results[k] = JobResult(f"{exp}/fold{k}", "skipped", 0.0, str(d / "train_fold.ipynb"))
+            reason = stale_reason(d)
+            results[k] = JobResult(f"{exp}/fold{k}", "stale" if reason else "skipped", 0.0,
+                                   str(d / "train_fold.ipynb"), f"{d}: {reason}; rerun it with --force" if reason else "")
             continue
         if force:  # afresh: no resuming from an earlier attempt's last.pt
             (d / "last.pt").unlink(missing_ok=True)

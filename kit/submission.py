@@ -22,6 +22,11 @@ def make_submission(comp: Competition, probs: np.ndarray) -> pd.DataFrame:
         raise KitError(f"{len(probs)} predictions for {len(comp.test)} test images")
     sub = pd.DataFrame({id_col: comp.test["id"].to_numpy()})
     names = [str(c) for c in comp.classes]
+    if len(targets) > 1 and sorted(targets) != sorted(names):
+        unseen, absent = sorted(set(targets) - set(names)), sorted(set(names) - set(targets))
+        raise KitError(f"{comp.sample_submission} has one column per class, but {len(unseen)} of them never occur "
+                       f"in train.csv ({unseen[:10]}) and {len(absent)} train class(es) have no column "
+                       f"({absent[:10]}); the model cannot predict classes it never saw: check the label column")
     if sorted(targets) == sorted(names):
         for j, c in enumerate(names):
             sub[c] = probs[:, j]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,11 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
-from . import KitError
+from . import KitError, __version__
 from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
-from .data import ImageDataset, make_loader
+from .data import ImageDataset, make_loader, scan_images
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .io import save_torch, write_csv, write_json
 from .metrics import metric_value, score
@@ -91,6 +92,20 @@ def is_complete(d: Path) -> bool:
     return all((d / f).is_file() for f in (CHECKPOINT, HISTORY, CONFIG, OOF))
 
 
+def stale_reason(d: Path) -> str:
+    """Why a complete fold folder must not be mixed into this run: other folds or another kit version."""
+    from .io import read_json
+
+    cfg = read_json(d / CONFIG)
+    if cfg.get("kit_version") != __version__:
+        return f"made by kit {cfg.get('kit_version')}, this is kit {__version__}"
+    path = folds_path(load_competition(cfg["competition"]), cfg["runs_dir"])
+    now = folds_hash(read_folds(path))
+    if cfg.get("folds_hash") != now:
+        return f"made on other folds (hash {cfg.get('folds_hash')}, {path} now has {now})"
+    return ""
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Backbone at lr * backbone_lr_mult, head at lr; no weight decay on biases and norm weights."""
     head = {id(p) for p in model.get_classifier().parameters()}
@@ -135,16 +150,29 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
 
     model = create_model(cfg.model, len(comp.classes), cfg.pretrained, cfg.weights).to(device)
     mean, std = normalization(model)
+    remove_stale_temps(out)
+    bad = scan_images(table["path"], desc=f"checking {len(table)} images")
+    if len(bad) and cfg.on_bad_image == "error":
+        listing = "\n".join(f"  {r.path}: {r.error}" for r in bad.head(20).itertuples())
+        raise KitError(f"{len(bad)} image(s) cannot be read:\n{listing}\nfix or delete them, or set "
+                       "on_bad_image='skip' to leave them out (they get uniform OOF probabilities)")
+    if len(bad):
+        print(f"skipping {len(bad)} unreadable image(s); the first: {bad['path'].iloc[0]}")
+    meta["skipped_images"] = bad["path"].tolist()
+    readable = ~table["path"].isin(set(bad["path"])).to_numpy()
     y = comp.targets
     is_val = (table["fold"] == cfg.fold).to_numpy()
-    train_ds = ImageDataset(table["path"][~is_val], y[~is_val], train_transform(cfg.augment, size, mean, std, cfg.seed))
-    val_ds = ImageDataset(table["path"][is_val], y[is_val], eval_transform(size, mean, std))
+    is_train = ~is_val & readable
+    val_ok = readable[is_val]  # unreadable validation images are predicted as uniform: no information
+    train_ds = ImageDataset(table["path"][is_train], y[is_train], train_transform(cfg.augment, size, mean, std, cfg.seed))
+    val_ds = ImageDataset(table["path"][is_val & readable], y[is_val & readable], eval_transform(size, mean, std))
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     if mixing and cfg.batch_size % 2:
         raise KitError(f"mixup/cutmix need an even batch_size; got {cfg.batch_size}")
     train_dl = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed)
     val_dl = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers)
     write_json(resolved(cfg, **meta, mean=mean, std=std), out / CONFIG)
+    meta["kit_version"] = __version__
 
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
@@ -179,11 +207,12 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
         set_backbone_frozen(model, epoch < cfg.freeze_epochs)
         mix = mixup if mixup is not None and epoch < cfg.epochs - cfg.mixup_off_epochs else None
-        train_loss, state.step = train_one_epoch(forward_model, train_dl, opt, sched, scaler, ema, mix, cfg, dtype,
-                                                 channels_last, device, state.step)
+        with oom_hint(cfg):
+            train_loss, state.step = train_one_epoch(forward_model, train_dl, opt, sched, scaler, ema, mix, cfg,
+                                                     dtype, channels_last, device, state.step)
         eval_model = ema.module if ema is not None else model
         probs = predict(eval_model, val_dl, "none", device=device, desc="validate", autocast=dtype is not None)
-        val_y = y[is_val]
+        val_y = y[is_val & readable]
         row = dict(epoch=epoch, train_loss=train_loss, val_loss=metric_value("log_loss", val_y, probs),
                    **{f"val_{cfg.metric}": metric_value(cfg.metric, val_y, probs)},
                    lr=opt.param_groups[-1]["lr"], seconds=time.time() - t0)
@@ -207,7 +236,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
     model.load_state_dict(best["model"])
     oof = None
     for tta in TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,):
-        probs = predict(model, val_dl, tta, device=device, desc="oof", autocast=dtype is not None)
+        probs = with_uniform_rows(predict(model, val_dl, tta, device=device, desc="oof", autocast=dtype is not None),
+                                  val_ok)
         frame = oof_frame(table["id"][is_val], cfg.fold, y[is_val], probs, meta["classes"], tta, meta["folds_hash"])
         write_csv(frame, out / oof_name(tta))
         oof = frame if oof is None else oof
@@ -227,7 +257,7 @@ def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: Tra
         out = m(x)
         return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
 
-    total, n, pending = 0.0, 0, []
+    total, n, pending, skipped = 0.0, 0, [], 0
     batches = tqdm(loader, desc="train", leave=False, mininterval=2, disable=HEADLESS)
     for i, (x, t) in enumerate(batches):
         x, t = x.to(device, non_blocking=True), t.to(device, non_blocking=True)
@@ -240,9 +270,12 @@ def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: Tra
             continue
         use_sam = cfg.sam != "off" and step % cfg.sam_every == 0
         loss, stepped = sam_update(model, opt, pending, loss_fn, scaler, dtype, cfg.clip_grad, sam=use_sam)
-        if not np.isfinite(loss) and scaler is None:
-            raise KitError(f"loss is {loss} at step {step}; lower lr (now {opt.param_groups[-1]['lr']:.2e}), "
-                           "set clip_grad, or amp='off' if fp16 overflows")
+        skipped = 0 if stepped else skipped + 1
+        # without a scaler a non-finite loss is fatal at once; with one, only when it keeps skipping
+        if (not np.isfinite(loss) and scaler is None) or skipped >= MAX_SKIPPED_STEPS:
+            raise KitError(f"loss is {loss} at step {step} (epoch {step // max(1, len(loader) // cfg.accum_steps)}); "
+                           f"the weights were not updated with it and no checkpoint was written from it. Lower lr "
+                           f"(now {opt.param_groups[-1]['lr']:.2e}), set clip_grad, or amp='off' if fp16 overflows")
         step += 1
         sched.step_update(step)
         if ema is not None and stepped:
@@ -250,6 +283,34 @@ def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: Tra
         size = sum(len(b[0]) for b in pending)
         total, n, pending = total + loss * size, n + size, []
     return total / max(n, 1), step
+
+
+MAX_SKIPPED_STEPS = 20  # consecutive fp16 steps skipped for inf/NaN before the fold stops
+
+
+@contextmanager
+def oom_hint(cfg: TrainConfig):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as e:
+        raise KitError(f"CUDA out of memory with batch_size={cfg.batch_size}, img_size={cfg.img_size or 'native'}"
+                       f", model={cfg.model}: lower batch_size and raise accum_steps to keep the effective batch "
+                       f"(batch_size * accum_steps), lower img_size, or use amp='bf16'. ({str(e)[:200]})") from None
+
+
+def with_uniform_rows(probs: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Predictions for the readable rows, uniform probabilities for the skipped ones."""
+    if ok.all():
+        return probs
+    full = np.full((len(ok), probs.shape[1]), 1.0 / probs.shape[1])
+    full[ok] = probs
+    return full
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """A kill between write and rename leaves .<name>.<random>.tmp files: never complete, safe to drop."""
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def checkpoint(model: nn.Module, meta: dict, epoch: int, value: float) -> dict:
@@ -282,13 +343,14 @@ def save_last(path: Path, model, opt, sched, scaler, ema, state: Progress, meta:
                 "ema": ema.module.state_dict() if ema is not None else None,
                 "epoch": state.epoch, "step": state.step, "rows": state.rows,
                 "top": [list(t) for t in state.top], "stale": state.stale,
-                "folds_hash": meta["folds_hash"], "timm_name": meta["timm_name"]}, path)
+                "folds_hash": meta["folds_hash"], "timm_name": meta["timm_name"], "kit_version": meta["kit_version"]},
+               path)
 
 
 def load_last(path: Path, model, opt, sched, scaler, ema, meta: dict) -> Progress:
     last = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("folds_hash", "timm_name"):
-        if last[key] != meta[key]:
+    for key in ("folds_hash", "timm_name", "kit_version"):
+        if last.get(key) != meta[key]:
             raise KitError(f"{path} was made with {key}={last[key]!r}, this run has {meta[key]!r}; "
                            "rerun with resume=False (kit run-folds --force) to start this fold afresh")
     model.load_state_dict(last["model"])

@@ -38,9 +38,11 @@ eda.class_counts(c.train)
 
 # %%
 stats = eda.image_stats(list(c.train["path"]) + list(c.test["path"]))
-bad = stats[stats["error"] != ""]
-print(f"{len(bad)} unreadable file(s)")
-display(bad.head(20)) if len(bad) else None
+bad, noted = stats[stats["error"] != ""], stats[stats["note"] != ""]
+print(f"{len(bad)} unreadable file(s): training stops on them unless on_bad_image='skip'")
+display(bad[["path", "error"]]) if len(bad) else None
+print(f"{len(noted)} file(s) kit converts on the fly (mode, extension, rotation, size)")
+display(noted.groupby("note").size().rename("files").to_frame()) if len(noted) else None
 eda.size_summary(stats)
 
 # %% [markdown]

@@ -14,6 +14,7 @@ data_dir = 'data'
 runs_dir = 'runs'
 id_col = ''  # empty: auto-detect
 label_col = ''  # empty: auto-detect
+on_bad_image = 'error'  # error: stop with the list of unreadable images; skip: leave them out
 model = 'test_efficientnet'  # any timm name, or a preset effnet_b0..effnet_b7
 pretrained = False  # from the timm/Hugging Face cache
 weights = ''  # local checkpoint file, for internet-off notebooks
