@@ -128,12 +128,16 @@ def test_fp16_scaler_skips_a_step_with_inf_gradients_and_otherwise_updates():
     assert stepped and not all(torch.equal(p, w) for p, w in zip(model.parameters(), w0))
 
 
-def test_fp16_scaled_step_equals_unscaled_step():
+def reference_and_twin():
+    """A model after one plain-float sam_update, and an identical twin (with its SAM) not yet stepped."""
     a, b = mlp(), mlp()
     x, y = data()
-    opt_a = SAM(a.parameters(), torch.optim.SGD, lr=0.1)
-    opt_b = SAM(b.parameters(), torch.optim.SGD, lr=0.1)
-    sam_update(a, opt_a, [(x, y)], ce)
+    sam_update(a, SAM(a.parameters(), torch.optim.SGD, lr=0.1), [(x, y)], ce)
+    return a, b, SAM(b.parameters(), torch.optim.SGD, lr=0.1), x, y
+
+
+def test_fp16_scaled_step_equals_unscaled_step():
+    a, b, opt_b, x, y = reference_and_twin()
     sam_update(b, opt_b, [(x, y)], ce, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
     assert_same_weights(a, b)
 
@@ -184,11 +188,7 @@ def test_plain_step_through_base_optimizer_costs_one_pass():
 
 
 def test_closure_step_matches_sam_update():
-    a, b = mlp(), mlp()
-    x, y = data()
-    opt_a = SAM(a.parameters(), torch.optim.SGD, lr=0.1)
-    opt_b = SAM(b.parameters(), torch.optim.SGD, lr=0.1)
-    sam_update(a, opt_a, [(x, y)], ce)
+    a, b, opt_b, x, y = reference_and_twin()
     ce(b, x, y).backward()
     opt_b.step(lambda: ce(b, x, y).backward())
     assert_same_weights(a, b)
