@@ -146,50 +146,29 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
     out = fold_dir(cfg.runs_dir, cfg.exp, cfg.fold)
     meta = dict(folds_hash=folds_hash(folds), n_folds=n_folds, classes=[str(c) for c in comp.classes],
                 timm_name=timm_name, img_size_resolved=size, competition=str(comp.root), device_resolved=str(device),
-                amp_resolved=str(dtype).replace("torch.", "") if dtype else "off")
+                amp_resolved=str(dtype).replace("torch.", "") if dtype else "off", kit_version=__version__)
 
     model = create_model(cfg.model, len(comp.classes), cfg.pretrained, cfg.weights).to(device)
     mean, std = normalization(model)
     remove_stale_temps(out)
-    bad = scan_images(table["path"], desc=f"checking {len(table)} images")
-    if len(bad) and cfg.on_bad_image == "error":
-        listing = "\n".join(f"  {r.path}: {r.error}" for r in bad.head(20).itertuples())
-        raise KitError(f"{len(bad)} image(s) cannot be read:\n{listing}\nfix or delete them, or set "
-                       "on_bad_image='skip' to leave them out (they get uniform OOF probabilities)")
-    if len(bad):
-        print(f"skipping {len(bad)} unreadable image(s); the first: {bad['path'].iloc[0]}")
-    meta["skipped_images"] = bad["path"].tolist()
-    readable = ~table["path"].isin(set(bad["path"])).to_numpy()
+    readable = readable_images(table["path"], cfg.on_bad_image)
+    meta["skipped_images"] = table["path"][~readable].tolist()
     y = comp.targets
     is_val = (table["fold"] == cfg.fold).to_numpy()
     is_train = ~is_val & readable
     val_ok = readable[is_val]  # unreadable validation images are predicted as uniform: no information
     train_ds = ImageDataset(table["path"][is_train], y[is_train], train_transform(cfg.augment, size, mean, std, cfg.seed))
     val_ds = ImageDataset(table["path"][is_val & readable], y[is_val & readable], eval_transform(size, mean, std))
-    mixing = cfg.mixup > 0 or cfg.cutmix > 0
-    if mixing and cfg.batch_size % 2:
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         raise KitError(f"mixup/cutmix need an even batch_size; got {cfg.batch_size}")
     train_dl = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed)
     val_dl = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers)
     write_json(resolved(cfg, **meta, mean=mean, std=std), out / CONFIG)
-    meta["kit_version"] = __version__
 
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, cfg)
-    if cfg.sam == "off":
-        opt = SAM(groups, torch.optim.AdamW, rho=0.0)  # the same wrapper: one code path, plain steps only
-    else:
-        opt = SAM(groups, torch.optim.AdamW, rho=cfg.sam_rho, adaptive=cfg.sam == "asam")
-    updates_per_epoch = max(1, len(train_dl) // cfg.accum_steps)
-    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * updates_per_epoch,
-                              warmup_t=cfg.warmup_epochs * updates_per_epoch, warmup_lr_init=cfg.lr / 100,
-                              lr_min=cfg.lr / 100, t_in_epochs=False)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
-    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                  num_classes=len(comp.classes)) if mixing else None
+    opt, sched, scaler, ema, mixup = training_parts(model, cfg, len(train_dl), len(comp.classes), device, dtype)
     forward_model = torch.compile(model) if cfg.torch_compile else model
 
     state = Progress()
@@ -245,6 +224,36 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
     history = pd.DataFrame(state.rows)
     best_row = history.set_index("epoch").loc[best["epoch"]]
     return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oof)
+
+
+def readable_images(paths: pd.Series, on_bad_image: str) -> np.ndarray:
+    """Decode every image once: stop with the list of unreadable ones, or (skip) mark them out."""
+    bad = scan_images(paths, desc=f"checking {len(paths)} images")
+    if len(bad) and on_bad_image == "error":
+        listing = "\n".join(f"  {r.path}: {r.error}" for r in bad.head(20).itertuples())
+        raise KitError(f"{len(bad)} image(s) cannot be read:\n{listing}\nfix or delete them, or set "
+                       "on_bad_image='skip' to leave them out (they get uniform OOF probabilities)")
+    if len(bad):
+        print(f"skipping {len(bad)} unreadable image(s); the first: {bad['path'].iloc[0]}")
+    return ~paths.isin(set(bad["path"])).to_numpy()
+
+
+def training_parts(model: nn.Module, cfg: TrainConfig, batches_per_epoch: int, n_classes: int, device, dtype):
+    """Optimizer (SAM wrapper; plain steps when sam='off'), per-update cosine schedule, fp16 scaler, EMA, mixup."""
+    groups = param_groups(model, cfg)
+    if cfg.sam == "off":
+        opt = SAM(groups, torch.optim.AdamW, rho=0.0)  # the same wrapper: one code path, plain steps only
+    else:
+        opt = SAM(groups, torch.optim.AdamW, rho=cfg.sam_rho, adaptive=cfg.sam == "asam")
+    updates_per_epoch = max(1, batches_per_epoch // cfg.accum_steps)
+    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * updates_per_epoch,
+                              warmup_t=cfg.warmup_epochs * updates_per_epoch, warmup_lr_init=cfg.lr / 100,
+                              lr_min=cfg.lr / 100, t_in_epochs=False)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                  num_classes=n_classes) if cfg.mixup > 0 or cfg.cutmix > 0 else None
+    return opt, sched, scaler, ema, mixup
 
 
 def train_one_epoch(model, loader, opt: SAM, sched, scaler, ema, mixup, cfg: TrainConfig, dtype, channels_last: bool,
