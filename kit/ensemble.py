@@ -15,6 +15,25 @@ from .metrics import metric_value, score
 from .paths import exp_dir
 
 
+OOF = "oof.csv"  # every fold writes it last: its presence marks the fold complete
+RESERVED = ("id", "fold", "target", "tta", "folds_hash")  # OOF columns that are not classes
+
+
+def oof_name(tta: str | None) -> str:
+    """oof.csv, or the OOF made with one TTA preset (tta='auto' runs write one per preset)."""
+    return OOF if tta is None else f"oof-{tta}.csv"
+
+
+def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tta: str, fhash: str) -> pd.DataFrame:
+    df = pd.DataFrame(probs, columns=classes)
+    df.insert(0, "id", np.asarray(ids))
+    df.insert(1, "fold", fold)
+    df.insert(2, "target", np.asarray(targets))
+    df["tta"] = tta
+    df["folds_hash"] = fhash
+    return df
+
+
 @dataclass
 class Experiment:
     name: str
@@ -31,7 +50,7 @@ def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | Non
     tta=None reads each fold's oof.csv; a preset name reads the OOF made with that TTA (tta='auto' runs).
     """
     d = exp_dir(runs_dir, exp)
-    name = "oof.csv" if tta is None else f"oof-{tta}.csv"
+    name = oof_name(tta)
     files = sorted(d.glob(f"fold*/{name}"))
     n_folds = int(folds["fold"].max()) + 1
     done = {int(f.parent.name.removeprefix("fold")) for f in files}
@@ -55,7 +74,7 @@ def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | Non
         raise KitError(f"experiment {exp!r}: {len(missing)} id(s) of folds.csv have no OOF prediction, "
                        f"e.g. {missing[:5]}")
     oof = oof.set_index("id").loc[folds["id"]].reset_index()
-    classes = [c for c in oof.columns if c not in ("id", "fold", "target", "tta", "folds_hash")]
+    classes = [c for c in oof.columns if c not in RESERVED]
     return Experiment(exp, oof, oof[classes].to_numpy(float), classes, ttas.pop(), expected)
 
 
@@ -69,34 +88,20 @@ def check_compatible(exps: list[Experiment]) -> None:
             raise KitError(f"experiments {first.name!r} and {e.name!r} have different classes")
 
 
-def tta_scores(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """OOF score of every TTA an experiment has predictions for, best first (ties: fewer views)."""
-    from .tta import CANDIDATES, n_views
-
-    rows = []
-    for tta in CANDIDATES:
-        if not list(exp_dir(runs_dir, exp).glob(f"fold*/oof-{tta}.csv")):
-            continue
-        e = load_oof(runs_dir, exp, folds, tta)
-        y = e.oof["target"].to_numpy()
-        rows.append({"experiment": exp, "tta": tta, "views": n_views(tta), f"oof_{metric}": metric_value(metric, y, e.probs),
-                     "_score": score(metric, y, e.probs)})
-    if not rows:  # a fixed-TTA run: only oof.csv
-        e = load_oof(runs_dir, exp, folds)
-        y = e.oof["target"].to_numpy()
-        rows.append({"experiment": exp, "tta": e.tta, "views": n_views(e.tta),
-                     f"oof_{metric}": metric_value(metric, y, e.probs), "_score": score(metric, y, e.probs)})
-    table = pd.DataFrame(rows).sort_values(["_score", "views"], ascending=[False, True], kind="stable")
-    return table.drop(columns="_score").reset_index(drop=True)
-
-
 def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: str = "accuracy"
                   ) -> tuple[Experiment, pd.DataFrame]:
-    """The experiment's OOF with the TTA that scores best on OOF; its test predictions must use the same."""
-    table = tta_scores(runs_dir, exp, folds, metric)
-    best = table["tta"].iloc[0]
-    has_files = bool(list(exp_dir(runs_dir, exp).glob(f"fold*/oof-{best}.csv")))
-    return load_oof(runs_dir, exp, folds, best if has_files else None), table
+    """The experiment's OOF with the TTA that scores best on OOF (ties: fewer views), and the OOF score of
+    every TTA it has predictions for, best first. Its test predictions must use the same TTA."""
+    from .tta import CANDIDATES, n_views
+
+    d = exp_dir(runs_dir, exp)
+    tried = [load_oof(runs_dir, exp, folds, t) for t in CANDIDATES if list(d.glob(f"fold*/{oof_name(t)}"))]
+    tried = tried or [load_oof(runs_dir, exp, folds)]  # a fixed-TTA run: only oof.csv
+    y = tried[0].oof["target"].to_numpy()
+    ranked = sorted(tried, key=lambda e: (-score(metric, y, e.probs), n_views(e.tta)))
+    table = pd.DataFrame([{"experiment": exp, "tta": e.tta, "views": n_views(e.tta),
+                           f"oof_{metric}": metric_value(metric, y, e.probs)} for e in ranked])
+    return ranked[0], table
 
 
 SPACES = ("prob", "logit", "power", "rank")

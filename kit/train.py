@@ -26,6 +26,7 @@ from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
 from .data import ImageDataset, make_loader, scan_images
+from .ensemble import OOF, RESERVED, oof_frame, oof_name
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .io import save_torch, write_csv, write_json
 from .metrics import metric_value, score
@@ -37,10 +38,8 @@ from .tta import predict
 
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
-OOF = "oof.csv"
 HISTORY = "history.csv"
 CONFIG = "config.json"
-RESERVED = {"id", "fold", "target", "tta", "folds_hash"}
 # headless runs (the runner sets KIT_HEADLESS) log one line per epoch instead of bars: bars become
 # thousands of lines in a log file
 HEADLESS = os.environ.get("KIT_HEADLESS") == "1"
@@ -370,17 +369,3 @@ def load_last(path: Path, model, opt, sched, scaler, ema, meta: dict) -> Progres
     if ema is not None and last["ema"] is not None:
         ema.module.load_state_dict(last["ema"])
     return Progress(last["epoch"], last["step"], last["rows"], [tuple(t) for t in last["top"]], last["stale"])
-
-
-def oof_name(tta: str) -> str:
-    return f"oof-{tta}.csv"
-
-
-def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tta: str, fhash: str) -> pd.DataFrame:
-    df = pd.DataFrame(probs, columns=classes)
-    df.insert(0, "id", np.asarray(ids))
-    df.insert(1, "fold", fold)
-    df.insert(2, "target", np.asarray(targets))
-    df["tta"] = tta
-    df["folds_hash"] = fhash
-    return df

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 
 from kit import KitError
-from kit.ensemble import blend, fit_blend_weights, honest_blend_score, load_oof
-from kit.train import oof_frame
+from kit.ensemble import blend, fit_blend_weights, honest_blend_score, load_oof, oof_frame
 
 
 def synthetic(n=600, k=5, seed=0):
