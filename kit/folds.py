@@ -82,11 +82,13 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     return folds
 
 
-def folds_path(comp: Competition, runs_dir: str | Path | None = None) -> Path:
-    """folds.csv lives beside train.csv; a read-only input (Kaggle) keeps it in the runs folder."""
-    if os.access(comp.root, os.W_OK):
-        return comp.root / "folds.csv"
-    return resolve(runs_dir or "runs") / f"folds-{comp.root.name}.csv"
+def folds_path(comp: Competition | str | Path, runs_dir: str | Path | None = None) -> Path:
+    """folds.csv lives beside train.csv (comp: a Competition or its root folder); a read-only input
+    (Kaggle) keeps it in the runs folder."""
+    root = Path(comp.root if isinstance(comp, Competition) else comp)
+    if os.access(root, os.W_OK):
+        return root / "folds.csv"
+    return resolve(runs_dir or "runs") / f"folds-{root.name}.csv"
 
 
 def attach_folds(comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:

@@ -200,7 +200,6 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     if backend not in ("local", "ray"):
         raise KitError(f"unknown backend {backend!r}; use 'local' or 'ray'")
     check_parameters(nb, {**params, "exp": exp, "fold": 0, "runs_dir": runs_dir}, notebook)
-    check_kernel()
     names = set(notebook_parameters(nb))
     threads = threads or int(params.get("threads", 0) or 0)
     results, todo = {}, []
@@ -211,15 +210,18 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
             results[k] = JobResult(f"{exp}/fold{k}", "stale" if reason else "skipped", 0.0,
                                    str(d / "train_fold.ipynb"), f"{d}: {reason}; rerun it with --force" if reason else "")
             continue
-        if force:  # afresh: no resuming from an earlier attempt's last.pt
-            (d / "last.pt").unlink(missing_ok=True)
         job_params = {**params, "exp": exp, "fold": k, "runs_dir": runs_dir}
         if threads and "threads" in names:
             job_params["threads"] = threads
-        d.mkdir(parents=True, exist_ok=True)
         todo.append(Job(f"{exp}/fold{k}", k, str(resolve(notebook)), str(d / "train_fold.ipynb"), job_params,
                         str(project_root()), thread_env(threads)))
     if todo:
+        check_kernel()  # a kernel that cannot start is reported before any fold folder is touched
+        for job in todo:
+            d = Path(job.output).parent
+            if force:  # afresh: no resuming from an earlier attempt's last.pt
+                (d / "last.pt").unlink(missing_ok=True)
+            d.mkdir(parents=True, exist_ok=True)
         if backend == "ray":
             results.update(run_on_ray(todo, address, gpus, threads))
         elif backend == "local":

@@ -34,7 +34,7 @@ from .models import create_model, resolve_model
 from .paths import fold_dir
 from .sam import SAM, sam_update
 from .tta import CANDIDATES as TTA_CANDIDATES
-from .tta import predict
+from .tta import predict, predict_many
 
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
@@ -98,7 +98,7 @@ def stale_reason(d: Path) -> str:
     cfg = read_json(d / CONFIG)
     if cfg.get("kit_version") != __version__:
         return f"made by kit {cfg.get('kit_version')}, this is kit {__version__}"
-    path = folds_path(load_competition(cfg["competition"]), cfg["runs_dir"])
+    path = folds_path(cfg["competition"], cfg["runs_dir"])  # the recorded root: no need to rescan its images
     now = folds_hash(read_folds(path))
     if cfg.get("folds_hash") != now:
         return f"made on other folds (hash {cfg.get('folds_hash')}, {path} now has {now})"
@@ -212,13 +212,14 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
 
     best = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
     model.load_state_dict(best["model"])
-    oof = None
-    for tta in TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,):
-        probs = with_uniform_rows(predict(model, val_dl, tta, device=device, desc="oof", autocast=dtype is not None),
-                                  val_ok)
-        frame = oof_frame(table["id"][is_val], cfg.fold, y[is_val], probs, meta["classes"], tta, meta["folds_hash"])
+    ttas = TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,)
+    oofs = {tta: oof_frame(table["id"][is_val], cfg.fold, y[is_val], with_uniform_rows(probs, val_ok), meta["classes"],
+                           tta, meta["folds_hash"])
+            for tta, probs in predict_many(model, val_dl, ttas, device=device, desc="oof",
+                                           autocast=dtype is not None).items()}
+    for tta, frame in oofs.items():
         write_csv(frame, out / oof_name(tta))
-        oof = frame if oof is None else oof
+    oof = oofs[ttas[0]]
     write_csv(oof, out / OOF)  # last: its presence marks the fold complete (auto: the no-TTA predictions)
     history = pd.DataFrame(state.rows)
     best_row = history.set_index("epoch").loc[best["epoch"]]
@@ -359,7 +360,7 @@ def load_last(path: Path, model, opt, sched, scaler, ema, meta: dict) -> Progres
     last = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("folds_hash", "timm_name", "kit_version"):
         if last.get(key) != meta[key]:
-            raise KitError(f"{path} was made with {key}={last[key]!r}, this run has {meta[key]!r}; "
+            raise KitError(f"{path} was made with {key}={last.get(key)!r}, this run has {meta[key]!r}; "
                            "rerun with resume=False (kit run-folds --force) to start this fold afresh")
     model.load_state_dict(last["model"])
     opt.load_state_dict(last["optimizer"])

@@ -85,12 +85,20 @@ def predict_batch(model: nn.Module, x: torch.Tensor, tta: str = "none", how: str
 def predict(model: nn.Module, loader, tta: str = "none", how: str = "mean", device: str | torch.device = "cpu",
             desc: str = "predict", autocast: bool = False) -> np.ndarray:
     """(N, K) probabilities for a loader, in loader order."""
+    return predict_many(model, loader, (tta,), how, device, desc, autocast)[tta]
+
+
+@torch.no_grad()
+def predict_many(model: nn.Module, loader, ttas, how: str = "mean", device: str | torch.device = "cpu",
+                 desc: str = "predict", autocast: bool = False) -> dict[str, np.ndarray]:
+    """{tta: (N, K) probabilities} from ONE pass over the loader: each batch is decoded once for all presets."""
     model.eval()
     device = torch.device(device)
-    chunks = []
-    for x, _ in tqdm(loader, desc=f"{desc} tta={tta}", leave=False, mininterval=2,
+    chunks = {t: [] for t in ttas}
+    for x, _ in tqdm(loader, desc=f"{desc} tta={','.join(ttas)}", leave=False, mininterval=2,
                      disable=os.environ.get("KIT_HEADLESS") == "1"):
         x = x.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            chunks.append(predict_batch(model, x, tta, how).cpu())
-    return torch.cat(chunks).numpy()
+            for t in ttas:
+                chunks[t].append(predict_batch(model, x, t, how).cpu())
+    return {t: torch.cat(c).numpy() for t, c in chunks.items()}
