@@ -30,7 +30,7 @@ def notes(path: str, w: int, h: int, mode: str, fmt: str, rotated: bool, max_pix
     """What read_image does for this file that the user may want to know."""
     out = []
     ext = path.rsplit(".", 1)[-1].lower()
-    if fmt and ext not in {"jpg": ["jpeg"], "jpeg": ["jpeg"], "tif": ["tiff"]}.get(ext, [fmt.lower()]) + [fmt.lower()]:
+    if fmt and {"jpg": "jpeg", "tif": "tiff"}.get(ext, ext) != fmt.lower():
         out.append(f"{fmt} named .{ext}")
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         out.append("16-bit, scaled to 8")

@@ -23,7 +23,9 @@ def test_png_named_jpg_and_webp(tmp_path):
     for p in (a, b):
         out = read_image(p)
         assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and tuple(out[0, 0]) == (10, 20, 30)
-    assert "PNG named .jpg" in image_stats([a])["note"].iloc[0]
+    jpg = save(tmp_path / "c.jpg", Image.new("RGB", (5, 4)), "JPEG")
+    tif = save(tmp_path / "d.tif", Image.new("RGB", (5, 4)), "TIFF")
+    assert image_stats([a, b, jpg, tif])["note"].tolist() == ["PNG named .jpg", "", "", ""]
 
 
 def test_grayscale_rgba_palette_and_16_bit(tmp_path):
