@@ -164,22 +164,32 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, sp
 
     Ties on the metric (frequent for accuracy) go to the lower log loss.
     """
-    zs = [to_space(p, space, power) for p in preds]
+    # float32 and as few passes over the (rows, classes) matrices as possible: each round tries every
+    # model, so this loop is the cost of a blend (bench/blend_fit.py)
+    zs = [to_space(np.asarray(p, np.float32), space, power).astype(np.float32) for p in preds]
+    if space == "prob":  # mixtures of rows that sum to one sum to one: no renormalizing per trial
+        zs = [z / z.sum(1, keepdims=True) for z in zs]
 
-    def key(p):
+    def key(z):
+        p = z if space == "prob" else from_space(z, space)
         return score(metric, y, p), score("log_loss", y, p)
 
-    first = max(range(len(preds)), key=lambda i: key(preds[i]))
+    first = max(range(len(preds)), key=lambda i: key(zs[i]))
     counts = np.zeros(len(preds))
     counts[first] = 1
     current = zs[first].copy()
-    best_key, best_counts = key(preds[first]), counts.copy()
+    best_key, best_counts = key(current), counts.copy()
+    trial = np.empty_like(current)
     for _ in range(rounds - 1):
         n = counts.sum()
-        trials = [key(from_space((current * n + z) / (n + 1), space)) for z in zs]
+        kept = current * np.float32(n / (n + 1))
+        trials = []
+        for z in zs:
+            np.multiply(z, np.float32(1 / (n + 1)), out=trial)
+            trials.append(key(np.add(kept, trial, out=trial)))
         j = max(range(len(zs)), key=lambda i: trials[i])
         counts[j] += 1
-        current = (current * n + zs[j]) / (n + 1)
+        current = kept + zs[j] * np.float32(1 / (n + 1))
         if trials[j] > best_key:
             best_key, best_counts = trials[j], counts.copy()
     return best_counts / best_counts.sum()

@@ -150,3 +150,19 @@ def test_caruana_in_sample_is_never_below_the_best_single_model():
         w = fit_blend_weights(preds, y, "caruana", "accuracy")
         best = max(metric_value("accuracy", y, p) for p in preds)
         assert metric_value("accuracy", y, blend(preds, w)) >= best
+
+
+def test_numpy_accuracy_and_log_loss_equal_sklearn():
+    from sklearn import metrics as skm
+
+    from kit.metrics import metric_value, normalized
+
+    for seed in range(3):
+        y, preds = synthetic(n=500, seed=seed)
+        p = preds[0].astype(np.float32)
+        p[:5] = 0.0  # rows of zeros and exact zeros for the true class: the clipping must match too
+        p[5:10, :] = 1.0
+        ref = skm.log_loss(y, normalized(p), labels=np.arange(p.shape[1]))
+        assert metric_value("log_loss", y, p) == pytest.approx(ref, rel=1e-9)  # 1e-15 floor in float32
+        assert metric_value("accuracy", y, p) == skm.accuracy_score(y, p.argmax(1))
+
