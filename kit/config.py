@@ -61,10 +61,11 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto, cpu, cuda, cuda:1
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler), off
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and CUDA
     torch_compile: bool = False  # torch.compile the model
     resume: bool = True  # continue from last.pt when the fold was interrupted
     num_workers: int = 0
+    image_cache: bool = True  # decoded images kept under runs_dir/.image_cache when no bigger than their file
     threads: int = 0  # torch intra-op threads, 0: the torch default
 
     def __post_init__(self):

@@ -40,8 +40,9 @@ def predict_fold(fold_path: Path, comp: Competition, tta: str, device: str = "au
     dev = pick_device(device)
     model = create_model(ckpt["timm_name"], len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])
-    model.to(dev)
-    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]))
+    model.to(dev, memory_format=torch.channels_last if cfg.get("channels_last", True) else torch.preserve_format)
+    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]),
+                      ckpt["img_size"])
     probs = predict(model, make_loader(ds, batch_size, False, num_workers), tta, device=dev,
                     desc=f"{cfg['exp']} fold {cfg['fold']} test", autocast=dev.type == "cuda")
     if os.access(fold_path, os.W_OK):  # /kaggle/input is read-only: no cache there

@@ -25,13 +25,13 @@ from . import KitError, __version__
 from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
-from .data import ImageDataset, make_loader, scan_images
+from .data import DECODE_MARGIN, ImageDataset, make_loader, scan_images
 from .ensemble import OOF, RESERVED, oof_frame, oof_name
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .io import save_torch, write_csv, write_json
 from .metrics import metric_value, score
 from .models import create_model, resolve_model
-from .paths import fold_dir
+from .paths import fold_dir, resolve
 from .sam import SAM, sam_update
 from .tta import CANDIDATES as TTA_CANDIDATES
 from .tta import predict, predict_many
@@ -40,6 +40,7 @@ CHECKPOINT = "best.pt"
 LAST = "last.pt"
 HISTORY = "history.csv"
 CONFIG = "config.json"
+IMAGE_CACHE = ".image_cache"  # under runs_dir: hidden, so it is never taken for an experiment
 # headless runs (the runner sets KIT_HEADLESS) log one line per epoch instead of bars: bars become
 # thousands of lines in a log file
 HEADLESS = os.environ.get("KIT_HEADLESS") == "1"
@@ -150,21 +151,25 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
     model = create_model(cfg.model, len(comp.classes), cfg.pretrained, cfg.weights).to(device)
     mean, std = normalization(model)
     remove_stale_temps(out)
-    readable = readable_images(table["path"], cfg.on_bad_image)
+    cache = resolve(cfg.runs_dir) / IMAGE_CACHE if cfg.image_cache else None
+    readable = readable_images(table["path"], cfg.on_bad_image, DECODE_MARGIN * size, cache)
     meta["skipped_images"] = table["path"][~readable].tolist()
     y = comp.targets
     is_val = (table["fold"] == cfg.fold).to_numpy()
     is_train = ~is_val & readable
     val_ok = readable[is_val]  # unreadable validation images are predicted as uniform: no information
-    train_ds = ImageDataset(table["path"][is_train], y[is_train], train_transform(cfg.augment, size, mean, std, cfg.seed))
-    val_ds = ImageDataset(table["path"][is_val & readable], y[is_val & readable], eval_transform(size, mean, std))
+    train_ds = ImageDataset(table["path"][is_train], y[is_train], train_transform(cfg.augment, size, mean, std, cfg.seed),
+                            size, cache)
+    val_ds = ImageDataset(table["path"][is_val & readable], y[is_val & readable], eval_transform(size, mean, std), size,
+                          cache)
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         raise KitError(f"mixup/cutmix need an even batch_size; got {cfg.batch_size}")
     train_dl = make_loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed)
     val_dl = make_loader(val_ds, cfg.batch_size * 2, False, cfg.num_workers)
     write_json(resolved(cfg, **meta, mean=mean, std=std), out / CONFIG)
 
-    channels_last = cfg.channels_last and device.type == "cuda"
+    # NHWC helps on CPU too: oneDNN's convolutions (depthwise ones above all) prefer it; bench/ measures it
+    channels_last = cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched, scaler, ema, mixup = training_parts(model, cfg, len(train_dl), len(comp.classes), device, dtype)
@@ -226,9 +231,11 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
     return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oof)
 
 
-def readable_images(paths: pd.Series, on_bad_image: str) -> np.ndarray:
-    """Decode every image once: stop with the list of unreadable ones, or (skip) mark them out."""
-    bad = scan_images(paths, desc=f"checking {len(paths)} images")
+def readable_images(paths: pd.Series, on_bad_image: str, min_side: int = 0, cache_dir: Path | None = None
+                    ) -> np.ndarray:
+    """Decode every image once (at the scale training reads it, into the cache; a cached image was
+    decoded before): stop with the list of unreadable ones, or (skip) mark them out."""
+    bad = scan_images(paths, desc=f"checking {len(paths)} images", min_side=min_side, cache_dir=cache_dir)
     if len(bad) and on_bad_image == "error":
         listing = "\n".join(f"  {r.path}: {r.error}" for r in bad.head(20).itertuples())
         raise KitError(f"{len(bad)} image(s) cannot be read:\n{listing}\nfix or delete them, or set "

@@ -44,10 +44,11 @@ tta = 'auto'  # auto: OOF for every preset, the infer step picks the best per ex
 seed = 42
 device = 'auto'  # auto, cpu, cuda, cuda:1
 amp = 'auto'  # auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler), off
-channels_last = True  # on CUDA
+channels_last = True  # NHWC memory layout: faster convolutions on CPU and CUDA
 torch_compile = False  # torch.compile the model
 resume = True  # continue from last.pt when the fold was interrupted
 num_workers = 0
+image_cache = True  # decoded images kept under runs_dir/.image_cache when no bigger than their file
 threads = 0  # torch intra-op threads, 0: the torch default
 
 # %%

@@ -74,3 +74,60 @@ def test_truncated_and_empty_files_are_named(tmp_path, fmt):
     assert bad["path"].tolist() == [str(cut), str(empty)] and "0 bytes" in bad["error"].iloc[1]
     stats = image_stats([str(cut), str(empty)])
     assert (stats["error"] != "").all()
+
+
+def test_jpeg_decoded_reduced_but_never_below_min_side(tmp_path):
+    rng = np.random.default_rng(0)
+    big = save(tmp_path / "big.jpg", Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)), "JPEG")
+    assert read_image(big).shape == (480, 640, 3)
+    assert read_image(big, min_side=100).shape == (120, 160, 3)  # 1/4: 1/8 would give 60 rows < 100
+    assert read_image(big, min_side=60).shape == (60, 80, 3)
+    assert read_image(big, min_side=1000).shape == (480, 640, 3)  # never upscaled, never below the file
+    png = save(tmp_path / "big.png", Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)))
+    assert read_image(png, min_side=60).shape == (480, 640, 3)  # only JPEG scales in the decoder
+    # a dataset at size 64 reads at >= DECODE_MARGIN * 64 = 128 px: here 1/2 scale (240 rows); 1/4 is 120 < 128
+    ds = kit.data.ImageDataset([big], [0], kit.data.A.Compose([]), size=64)
+    assert ds[0][0].shape == (3, 240, 320)
+
+
+def test_truncated_jpeg_fails_at_reduced_scale_too(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(buf, "JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+    ok = save(tmp_path / "ok.jpg", Image.new("RGB", (512, 512)), "JPEG")
+    bad = scan_images([ok, str(cut)] * 3, min_side=64, threads=2)
+    assert bad["path"].tolist() == [str(cut)] * 3 and "truncated" in bad["error"].iloc[0]
+
+
+def test_decoded_image_cache_hits_misses_on_edit_and_heals(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    photo = save(tmp_path / "p.jpg", Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)), "JPEG",
+                 quality=95)
+    cache = tmp_path / "cache"
+    first = kit.data.load_image(photo, 64, cache)
+    entry = kit.data.cache_file(photo, 64, cache)
+    assert entry.is_file() and (first == read_image(photo, 64)).all()  # the same pixels as a decode
+    monkeypatch.setattr(kit.data, "read_image", lambda *a: pytest.fail("decoded although cached"))
+    assert (kit.data.load_image(photo, 64, cache) == first).all()
+    assert kit.data.check_image(photo, 64, cache) == ""  # a cached image is not decoded to check it
+    monkeypatch.undo()
+    entry.write_bytes(b"\x93NUMPY torn")  # a crash mid-write (no fsync) leaves garbage: decoded again
+    assert (kit.data.load_image(photo, 64, cache) == first).all() and np.load(entry).shape == first.shape
+    save(tmp_path / "p.jpg", Image.new("RGB", (256, 256), (1, 2, 3)), "JPEG")  # edited: another key
+    assert kit.data.cache_file(photo, 64, cache) != entry
+    assert tuple(kit.data.load_image(photo, 64, cache)[0, 0]) == tuple(read_image(photo, 64)[0, 0])
+
+
+def test_cache_only_holds_images_no_bigger_than_their_file_and_survives_read_only(tmp_path):
+    flat = save(tmp_path / "flat.png", Image.new("RGB", (64, 64), (5, 5, 5)))  # a few hundred bytes as PNG
+    cache = tmp_path / "cache"
+    assert kit.data.load_image(flat, 0, cache).shape == (64, 64, 3)
+    assert not kit.data.cache_file(flat, 0, cache).exists()
+    noisy = save(tmp_path / "n.png", Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3),
+                                                                                        dtype=np.uint8)))
+    unwritable = tmp_path / "a-file"  # a cache folder that cannot be made (even as root)
+    unwritable.write_text("")
+    assert kit.data.load_image(noisy, 0, unwritable).shape == (64, 64, 3)  # cannot write: still decodes
+    with pytest.raises(KitError, match="does not exist"):
+        kit.data.load_image(str(tmp_path / "gone.jpg"), 0, cache)
