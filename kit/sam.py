@@ -131,9 +131,12 @@ def unscale_and_check(params, scaler) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return True
-    found_inf = torch.zeros(1, device=grads[0].device)
     if scaler is None:
-        return all(torch.isfinite(g).all() for g in grads)
+        # one fused norm over all gradients and one sync: isfinite per tensor cost B0 ~20 ms a step on
+        # CPU (213 tensors), 7% of a 64 px step. A NaN or inf anywhere makes the norms non-finite (so would
+        # a gradient element beyond ~1.8e19, whose square leaves float32, which no trainable step has).
+        return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+    found_inf = torch.zeros(1, device=grads[0].device)
     inv_scale = torch.full((1,), 1.0 / scaler.get_scale(), device=grads[0].device)
     torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale)
     return found_inf.item() == 0
