@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest
+
+# speed ratios side by side on this machine (under 15 min on 2 CPU cores); writes bench/results/bench.md
+bench: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python bench/run.py
 
 clean:
 	rm -rf runs submissions/*.csv submissions/*.json data/demo data/_leaderboard

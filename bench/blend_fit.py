@@ -1,0 +1,50 @@
+"""Blend weight fitting time: 10 experiments x rows x 10 classes, each method, at 1x and 10x the rows.
+
+Run: .venv/bin/python bench/blend_fit.py [rows]   (default 100000)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from common import Row, timed
+
+METHODS = ("mean", "slsqp", "caruana")
+
+
+def synthetic(rows: int, experiments: int = 10, classes: int = 10, seed: int = 0):
+    """OOF-like float32 probabilities: experiment e is a little better than e - 1."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, rows)
+    preds = []
+    for e in range(experiments):
+        z = rng.normal(size=(rows, classes)).astype(np.float32)
+        z[np.arange(rows), y] += 1 + 0.1 * e
+        p = np.exp(z)
+        preds.append(p / p.sum(1, keepdims=True))
+    return preds, y
+
+
+def main(rows: int = 100_000, growth: int = 10) -> list[Row]:
+    from kit.ensemble import fit_blend_weights
+
+    seconds = {}
+    for n in (rows, rows * growth):
+        preds, y = synthetic(n)
+        for method in METHODS:
+            seconds[method, n] = timed(lambda: fit_blend_weights(preds, y, method, "accuracy"))
+            print(f"{method} {n} rows: {seconds[method, n]:.2f} s", flush=True)
+        del preds
+    # 'mean' takes microseconds: its ratio would be timer noise
+    return [Row(f"blend fit, 10 exps x 10 classes, {method}: {rows * growth:,} rows / {rows:,} rows",
+                f"{seconds[method, rows * growth]:.3g} s", f"{seconds[method, rows]:.3g} s",
+                None if method == "mean" else seconds[method, rows * growth] / seconds[method, rows])
+            for method in METHODS]
+
+
+if __name__ == "__main__":
+    from common import markdown
+
+    print(markdown(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)))

@@ -1,0 +1,60 @@
+"""SAM's cost: seconds per optimizer update of kit's SAM step against its plain step, and the saving
+of SAM every N updates, on in-memory batches through kit.train.train_one_epoch (same code path as a fold).
+
+Run: .venv/bin/python bench/sam_cost.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from common import CLASSES, Row, at_most, interleaved, timed
+
+MODEL = "effnet_b0"
+
+
+def epoch_run(sam: str, every: int, size: int, batch: int, updates: int, device):
+    """seconds per update over `updates` in-memory batches."""
+    from kit.config import TrainConfig
+    from kit.models import create_model
+    from kit.train import train_one_epoch, training_parts
+
+    cfg = TrainConfig(model=MODEL, sam=sam, sam_every=every, batch_size=batch, epochs=10)
+    model = create_model(MODEL, CLASSES).to(device).to(memory_format=torch.channels_last)
+    opt, sched, scaler, ema, mixup = training_parts(model, cfg, 100, CLASSES, device, None)
+    x = torch.randn(batch, 3, size, size, device=device)
+    batches = [(x, torch.randint(0, CLASSES, (batch,), device=device)) for _ in range(updates)]
+
+    def run() -> float:
+        def epoch():
+            train_one_epoch(model, batches, opt, sched, scaler, ema, mixup, cfg, None, True, device, 0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return timed(epoch) / updates
+    return run
+
+
+def main(device: str = "cpu", size: int = 64, batch: int = 32, updates: int = 4, rounds: int = 3) -> list[Row]:
+    device = torch.device(device)
+    torch.set_num_threads(os.cpu_count() or 1)
+    v = interleaved({"plain": epoch_run("off", 1, size, batch, updates, device),
+                     "sam": epoch_run("sam", 1, size, batch, updates, device),
+                     "sam_every2": epoch_run("sam", 2, size, batch, updates, device),
+                     "sam_every4": epoch_run("sam", 4, size, batch, updates, device)}, rounds)
+    print({k: round(s, 3) for k, s in v.items()}, flush=True)
+    return [
+        Row(f"B0 {size}px: SAM update / plain update", f"{v['sam']:.3f} s", f"{v['plain']:.3f} s",
+            *at_most(v["sam"] / v["plain"], 2.1)),
+        Row(f"B0 {size}px: SAM every 2 updates / plain", f"{v['sam_every2']:.3f} s", f"{v['plain']:.3f} s",
+            v["sam_every2"] / v["plain"], f"saves {1 - v['sam_every2'] / v['sam']:.0%} of SAM's time"),
+        Row(f"B0 {size}px: SAM every 4 updates / plain", f"{v['sam_every4']:.3f} s", f"{v['plain']:.3f} s",
+            v["sam_every4"] / v["plain"], f"saves {1 - v['sam_every4'] / v['sam']:.0%} of SAM's time"),
+    ]
+
+
+if __name__ == "__main__":
+    from common import markdown
+
+    print(markdown(main()))
