@@ -27,6 +27,10 @@ def synthetic(rows: int, experiments: int = 10, classes: int = 10, seed: int = 0
     return preds, y
 
 
+def duration(s: float) -> str:
+    return f"{s:.3g} s" if s >= 0.1 else f"{s * 1000:.2g} ms"
+
+
 def main(rows: int = 100_000, growth: int = 10) -> list[Row]:
     from kit.ensemble import fit_blend_weights
 
@@ -39,7 +43,7 @@ def main(rows: int = 100_000, growth: int = 10) -> list[Row]:
         del preds
     # 'mean' takes microseconds: its ratio would be timer noise
     return [Row(f"blend fit, 10 exps x 10 classes, {method}: {rows * growth:,} rows / {rows:,} rows",
-                f"{seconds[method, rows * growth]:.3g} s", f"{seconds[method, rows]:.3g} s",
+                duration(seconds[method, rows * growth]), duration(seconds[method, rows]),
                 None if method == "mean" else seconds[method, rows * growth] / seconds[method, rows])
             for method in METHODS]
 
