@@ -10,7 +10,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -45,8 +45,7 @@ def photo_dataset(n: int, side: int = 512, root: Path | None = None) -> Path:
 
     root = root or RESULTS / f"photos{side}"
     train = root / "train"
-    have = sorted(train.glob("c*/*.jpg"))
-    if len(have) >= n:
+    if sum(1 for _ in train.glob("c*/*.jpg")) >= n:
         return root
     photos = load_sample_images().images  # 427 x 640 each
     rng = np.random.default_rng(0)
@@ -117,7 +116,3 @@ def markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def as_dicts(rows: list[Row]) -> list[dict]:
-    return [asdict(r) for r in rows]

@@ -12,18 +12,12 @@ import torch
 
 from common import CLASSES, Row, at_most, interleaved, timed
 
-MODEL = "effnet_b0"
-
-
 def epoch_run(sam: str, every: int, size: int, batch: int, updates: int, device):
     """seconds per update over `updates` in-memory batches."""
-    from kit.config import TrainConfig
-    from kit.models import create_model
-    from kit.train import train_one_epoch, training_parts
+    from kit.train import train_one_epoch
+    from throughput import kit_parts
 
-    cfg = TrainConfig(model=MODEL, sam=sam, sam_every=every, batch_size=batch, epochs=10)
-    model = create_model(MODEL, CLASSES).to(device).to(memory_format=torch.channels_last)
-    opt, sched, scaler, ema, mixup = training_parts(model, cfg, 100, CLASSES, device, None)
+    cfg, model, (opt, sched, scaler, ema, mixup) = kit_parts(size, batch, device, sam=sam, sam_every=every)
     x = torch.randn(batch, 3, size, size, device=device)
     batches = [(x, torch.randint(0, CLASSES, (batch,), device=device)) for _ in range(updates)]
 

@@ -24,13 +24,13 @@ from common import CLASSES, Row, at_least, image_files, interleaved, photo_datas
 MODEL = "effnet_b0"
 
 
-def kit_parts(size: int, batch: int, device: torch.device, channels_last: bool = True):
-    """The model, optimizer and config exactly as fit_fold builds them."""
+def kit_parts(size: int, batch: int, device: torch.device, channels_last: bool = True, **params):
+    """The model, optimizer and config exactly as fit_fold builds them (params: more TrainConfig fields)."""
     from kit.config import TrainConfig
     from kit.models import create_model
     from kit.train import training_parts
 
-    cfg = TrainConfig(model=MODEL, img_size=size, batch_size=batch, epochs=10, channels_last=channels_last)
+    cfg = TrainConfig(model=MODEL, img_size=size, batch_size=batch, epochs=10, channels_last=channels_last, **params)
     model = create_model(MODEL, CLASSES).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -53,12 +53,14 @@ def limit_run(model, size: int, batch: int, steps: int, device, channels_last: b
     batches = [(torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt),
                 torch.randint(0, CLASSES, (batch,), device=device)) for _ in range(steps)]
 
+    dtype = amp(device)
+
     def run() -> float:
         model.train()
 
         def steps_():
             for x, t in batches:
-                with torch.autocast(device.type, dtype=amp(device) or torch.float32, enabled=amp(device) is not None):
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     loss = F.cross_entropy(model(x), t)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -84,9 +86,11 @@ def kit_run(paths, y, size: int, batch: int, workers: int, device, channels_last
                       cache_dir)
     dl = make_loader(ds, batch, True, workers, seed=0)
 
+    dtype = amp(device)
+
     def run() -> float:
         def epoch():
-            train_one_epoch(model, dl, opt, sched, scaler, ema, mixup, cfg, amp(device), channels_last, device, 0)
+            train_one_epoch(model, dl, opt, sched, scaler, ema, mixup, cfg, dtype, channels_last, device, 0)
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return len(dl) * batch / timed(epoch)
@@ -107,6 +111,7 @@ def plain_run(root, indices, size: int, batch: int, workers: int, device):
                                      pin_memory=device.type == "cuda")
     model = create_model(MODEL, CLASSES).to(device)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    dtype = amp(device)
 
     def run() -> float:
         def epoch():
@@ -114,7 +119,7 @@ def plain_run(root, indices, size: int, batch: int, workers: int, device):
             for x, t in dl:
                 x, t = x.to(device), t.to(device)
                 opt.zero_grad()
-                with torch.autocast(device.type, dtype=amp(device) or torch.float32, enabled=amp(device) is not None):
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     loss = F.cross_entropy(model(x), t)
                 loss.backward()
                 opt.step()
@@ -129,12 +134,12 @@ def main(quick: bool = False, device: str = "cpu", sizes=(64, 128), batch: int =
     torch.set_num_threads(os.cpu_count() or 1)
     per_size = {64: 256, 128: 128} if not quick else {64: 64, 128: 64}
     root = photo_dataset(max(per_size.values()))
+    every_path, every_y = image_files(root, 10**9)
     rows = []
     for size in sizes:
         n = per_size.get(size, 128)
-        paths, y = image_files(root, 10**9)
-        idx = np.linspace(0, len(paths) - 1, n).astype(int)
-        paths, y = [paths[i] for i in idx], y[idx]
+        idx = np.linspace(0, len(every_path) - 1, n).astype(int)
+        paths, y = [every_path[i] for i in idx], every_y[idx]
         _, model, _ = kit_parts(size, batch, device)
         contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         cache = Path(tempfile.mkdtemp(prefix="kit-bench-cache-"))
