@@ -15,15 +15,16 @@ from common import CLASSES, Row, at_most, interleaved, timed
 def epoch_run(sam: str, every: int, size: int, batch: int, updates: int, device):
     """seconds per update over `updates` in-memory batches."""
     from kit.train import train_one_epoch
-    from throughput import kit_parts
+    from throughput import kit_state
 
-    cfg, model, (opt, sched, scaler, ema, mixup) = kit_parts(size, batch, device, sam=sam, sam_every=every)
+    state = kit_state(size, batch, device, sam=sam, sam_every=every)
     x = torch.randn(batch, 3, size, size, device=device)
     batches = [(x, torch.randint(0, CLASSES, (batch,), device=device)) for _ in range(updates)]
 
     def run() -> float:
         def epoch():
-            train_one_epoch(model, batches, opt, sched, scaler, ema, mixup, cfg, None, True, device, 0)
+            state.step = 0  # every timed epoch as the first one: SAM on the same updates
+            train_one_epoch(state, batches)
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return timed(epoch) / updates

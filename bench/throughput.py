@@ -24,22 +24,19 @@ from common import CLASSES, Row, at_least, image_files, interleaved, photo_datas
 MODEL = "effnet_b0"
 
 
-def kit_parts(size: int, batch: int, device: torch.device, channels_last: bool = True, **params):
-    """The model, optimizer and config exactly as fit_fold builds them (params: more TrainConfig fields)."""
+def kit_state(size: int, batch: int, device: torch.device, channels_last: bool = True, dtype=None, **params):
+    """The training state (model, optimizer...) exactly as fit_fold builds it (params: more TrainConfig fields)."""
     from kit.config import TrainConfig
     from kit.models import create_model
-    from kit.train import training_parts
+    from kit.train import TrainState
 
     cfg = TrainConfig(model=MODEL, img_size=size, batch_size=batch, epochs=10, channels_last=channels_last, **params)
-    model = create_model(MODEL, CLASSES).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return cfg, model, training_parts(model, cfg, 100, CLASSES, device, None)
+    return TrainState.build(create_model(MODEL, CLASSES).to(device), cfg, 100, CLASSES, device, dtype)
 
 
 def amp(device) -> torch.dtype | None:
     """What fit_fold's amp='auto' picks: bf16 on CUDA, full precision on CPU."""
-    from kit.train import amp_dtype
+    from kit.device import amp_dtype
 
     return amp_dtype("auto", device)
 
@@ -80,17 +77,16 @@ def kit_run(paths, y, size: int, batch: int, workers: int, device, channels_last
     from kit.data import ImageDataset, make_loader
     from kit.train import train_one_epoch
 
-    cfg, model, (opt, sched, scaler, ema, mixup) = kit_parts(size, batch, device, channels_last)
-    mean, std = normalization(model)
+    state = kit_state(size, batch, device, channels_last, amp(device))
+    mean, std = normalization(state.model)
     ds = ImageDataset(paths, y, train_transform("light", size, mean, std, seed=0), size if reduced_decode else 0,
                       cache_dir)
     dl = make_loader(ds, batch, True, workers, seed=0)
 
-    dtype = amp(device)
-
     def run() -> float:
         def epoch():
-            train_one_epoch(model, dl, opt, sched, scaler, ema, mixup, cfg, dtype, channels_last, device, 0)
+            state.step = 0  # every timed epoch as the first one
+            train_one_epoch(state, dl)
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return len(dl) * batch / timed(epoch)
@@ -140,7 +136,7 @@ def main(quick: bool = False, device: str = "cpu", sizes=(64, 128), batch: int =
         n = per_size.get(size, 128)
         idx = np.linspace(0, len(every_path) - 1, n).astype(int)
         paths, y = [every_path[i] for i in idx], every_y[idx]
-        _, model, _ = kit_parts(size, batch, device)
+        model = kit_state(size, batch, device).model
         contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         cache = Path(tempfile.mkdtemp(prefix="kit-bench-cache-"))
         runs = {

@@ -36,15 +36,85 @@ def config_params(args: argparse.Namespace) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
-def parse_params(pairs: list[str] | None, params_file: str | None = None) -> dict:
-    """-p key=value pairs (YAML-typed values) over an optional YAML file."""
-    params = yaml.safe_load(Path(params_file).read_text()) or {} if params_file else {}
+def parse_params(pairs: list[str] | None, params_file: str | None = None, defaults: dict | None = None) -> dict:
+    """-p name=value pairs over an optional YAML file of parameters.
+
+    A -p value stays the text as written when the parameter's default (`defaults`: the notebook's parameters
+    cell) is a string: -p comp=007 is '007', -p model=no is 'no'; other values are read as YAML
+    (-p epochs=5, -p 'exps=[a, b]'). Every value must be plain (str, int, float, bool, list, dict, null).
+    """
+    from .runner import as_default_type, check_plain
+
+    defaults = defaults or {}
+    params = read_params_file(params_file) if params_file else {}
+    for name in set(params) & set(defaults):  # here, where the message can name the file
+        params[name] = as_default_type(name, params[name], defaults[name], params_file)
     for pair in pairs or []:
-        if "=" not in pair:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
             raise KitError(f"-p {pair!r}: write it as name=value")
-        k, v = pair.split("=", 1)
-        params[k] = yaml.safe_load(v)
+        if isinstance(defaults.get(name), str):
+            params[name] = raw
+            continue
+        try:
+            params[name] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise KitError(f"-p {pair!r}: {raw!r} is not a value ({getattr(e, 'problem', e)}); quote it as text "
+                           f"or write a list as -p '{name}=[a, b]'") from None
+        check_plain(name, params[name], f"-p {pair!r}")
+        if name in defaults:
+            params[name] = as_default_type(name, params[name], defaults[name], f"-p {pair!r}")
     return params
+
+
+def read_params_file(path: str | Path) -> dict:
+    """A YAML mapping of parameter names to plain values (no !! tags, no dates: they are refused)."""
+    from .runner import check_plain
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise KitError(f"params file {path} cannot be read ({e.strerror or e}); check the path given to "
+                       "--params-file") from None
+    try:
+        data = yaml.safe_load(text)  # safe_load: a !!python tag is an error, never an object
+    except yaml.YAMLError as e:
+        raise KitError(f"params file {path} is not plain YAML: {e}\nwrite one `name: value` per line, "
+                       "without !! tags") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KitError(f"params file {path} holds a {type(data).__name__}, not a mapping; write one "
+                       "`name: value` per line, e.g.\nmodel: effnet_b0\nepochs: 10")
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise KitError(f"params file {path}: the name {name!r} is a {type(name).__name__}; names are "
+                           "parameters of the notebook, e.g. `epochs: 10`")
+        check_plain(name, value, path)
+    return data
+
+
+def parse_folds(text: str, n: int) -> list[int]:
+    """--folds '0,2' -> [0, 2], each a fold of folds.csv (0..n-1); '' -> every fold."""
+    if not text:
+        return list(range(n))
+    try:
+        folds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        folds = []
+    bad = [k for k in folds if not 0 <= k < n]
+    if not folds or bad:
+        raise KitError(f"--folds {text!r}: give fold numbers of folds.csv separated by commas, e.g. --folds 0,2; "
+                       f"it has folds 0..{n - 1}")
+    return list(dict.fromkeys(folds))
+
+
+def check_n_folds(n: int) -> int:
+    if n < 2:
+        raise KitError(f"--n-folds {n}: cross-validation needs at least 2 folds (5 is usual)")
+    return n
 
 
 def cmd_demo_data(a):
@@ -59,7 +129,7 @@ def cmd_folds(a):
 
     comp = load_competition(a.comp, a.data_dir)
     path = folds_path(comp, a.runs_dir)
-    h = write_folds(make_folds(comp, a.n_folds, a.seed, a.method), path, {"seed": a.seed, "method": a.method})
+    h = write_folds(make_folds(comp, check_n_folds(a.n_folds), a.seed, a.method), path, {"seed": a.seed, "method": a.method})
     print(f"{path}: hash {h}")
 
 
@@ -72,12 +142,13 @@ def cmd_train(a):
 
 
 def cmd_run_folds(a):
-    from .runner import check_parameters, load_notebook, run_folds
+    from .runner import load_notebook, notebook_parameters, run_folds
 
-    params = {**parse_params(a.param, a.params_file), **config_params(a)}
-    TrainConfig.from_params(params)  # names, types and the notebook checked before any fold starts
-    check_parameters(load_notebook(a.notebook), params, a.notebook)
-    folds = [int(k) for k in a.folds.split(",")] if a.folds else list(range(n_folds(params)))
+    nb = load_notebook(a.notebook)
+    params = {**parse_params(a.param, a.params_file, notebook_parameters(nb)), **config_params(a)}
+    cfg = TrainConfig.from_params(params)  # names and types before any fold starts
+    params = {k: getattr(cfg, k) for k in params}  # typed: flags arrive as text
+    folds = parse_folds(a.folds, n_folds(params))
     summary = run_folds(a.exp, folds, params, a.notebook, params.get("runs_dir", "runs"), a.force, jobs=a.jobs,
                         gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address, on_status=StatusPrinter())
     return report_jobs(summary)
@@ -106,17 +177,18 @@ def n_folds(params: dict) -> int:
 
 def report_jobs(summary: pd.DataFrame) -> int:
     print(summary[["name", "status", "seconds", "notebook"]].round(1).to_string(index=False))
-    failed = summary[summary["status"].isin(["failed", "stale"])]
+    failed = summary[summary["status"].isin(["failed", "stale", "differs", "busy"])]
     for _, row in failed.iterrows():
-        print(f"\n--- {row['name']} failed ---\n{row['error']}", file=sys.stderr)
+        print(f"\n--- {row['name']} {row['status']} ---\n{row['error']}", file=sys.stderr)
     return 1 if len(failed) else 0
 
 
 def cmd_notebook(a):
-    from .runner import run_notebook
+    from .runner import load_notebook, notebook_parameters, run_notebook
 
+    params = parse_params(a.param, a.params_file, notebook_parameters(load_notebook(a.notebook)))
     out = run_notebook(a.notebook, a.out or Path("runs") / "_notebooks" / Path(a.notebook).with_suffix(".ipynb").name,
-                       parse_params(a.param, a.params_file))
+                       params)
     print(f"executed notebook: {out}")
 
 
@@ -135,7 +207,7 @@ def cmd_blend(a):
         raise KitError("pass --exps exp_a,exp_b (or --blend-json to apply a saved blend)")
     comp = load_competition(a.comp, a.data_dir)
     r = infer_and_blend(comp, read_folds(folds_path(comp, a.runs_dir)), a.exps, a.runs_dir, a.method, a.metric,
-                        a.space, a.power, a.device)
+                        a.space, a.power, a.device, a.fit_metric)
     out = write_submission(r.submission, comp, resolve("submissions") / f"{a.name}.csv")
     save_blend(r, out.with_suffix(".blend.json"))
     print(r.scores.round(4).to_string(index=False))
@@ -163,6 +235,7 @@ def cmd_demo(a):
     from .paths import resolve
     from .runner import run_folds, run_notebook
 
+    check_n_folds(a.n_folds)
     t0 = time.time()
     nb = resolve("notebooks")
     build_demo(a.data_dir, "demo", n=a.n)
@@ -260,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", default="accuracy", help="accuracy, log_loss, macro_f1, or an sklearn scorer name")
     s.add_argument("--space", default="prob", choices=["prob", "logit", "power", "rank"])
     s.add_argument("--power", type=float, default=2.0)
+    s.add_argument("--fit-metric", default="auto",
+                   help="what the weights are fitted on (auto: log loss; in rank space the metric); --metric is "
+                        "what they are reported in")
     s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed)")
     s.add_argument("--data-dir", default="data")
     s.add_argument("--runs-dir", default="runs")

@@ -1,11 +1,15 @@
 """One plain config object: its fields are the train notebook's `parameters` cell and the CLI flags.
 
-Resolved once (types checked, unknown names refused) and saved with every run.
+Each field carries its help, choices and bounds (see `param`); a config is checked against them when it
+is built (types, choices, bounds, model and metric names, unknown names refused), so a bad value stops
+the run before any fold starts, and it is saved with every run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
+import re
 import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,67 +18,134 @@ from typing import Any, Mapping
 from . import KitError, __version__
 
 
-CHOICES = {"sam": ("off", "sam", "asam"), "amp": ("auto", "bf16", "fp16", "off"), "on_bad_image": ("error", "skip")}
+def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, check=None):
+    """A TrainConfig field that carries its own documentation and limits, in the field's metadata
+    (`dataclasses.fields(TrainConfig)`): the one place the notebook's parameters cell
+    (`parameters_cell`, tools/sync_train_params.py) and `TrainConfig.validate` read them from.
+
+    help: one line, the comment after the parameter in the notebook's parameters cell.
+    choices: the allowed values, or a function returning them (registries that import torch or
+        albumentations are read only when a config is validated, not when the CLI starts).
+    ge, gt, lt: at least / greater than / less than (annotated_types' names).
+    check: for open sets (model, metric, device, names): a function of the value that raises
+        KitError saying what is allowed.
+    Metadata rather than typing.Literal: half the choices are registries filled at import time, and
+    bounds need a place of their own anyway; one mechanism for every field.
+    """
+    limits = dict(choices=choices, ge=ge, gt=gt, lt=lt, check=check)
+    return field(default=default, metadata={"help": help, **{k: v for k, v in limits.items() if v is not None}})
+
+
+def augment_presets() -> tuple:
+    from .augment import PRESETS  # albumentations: imported when a config is validated, not with the CLI
+
+    return tuple(PRESETS)
+
+
+def tta_presets() -> tuple:
+    from .tta import PRESETS
+
+    return ("auto", *PRESETS)
+
+
+def check_metric(name: str) -> None:
+    from .metrics import lookup  # ours by name or any sklearn scorer: no closed list
+
+    lookup(name)
+
+
+def check_model(name: str) -> None:
+    """A kit preset or a timm name (with an optional pretrained tag): caught here, not as each fold's kernel starts."""
+    import timm  # train imports it anyway; the CLI only when a config is built
+
+    from .models import resolve_model
+
+    try:
+        resolve_model(name)
+    except RuntimeError as e:  # timm's "Invalid pretrained tag (x) for arch"
+        arch = name.split(".")[0]
+        raise KitError(f"{e} Its tags: {timm.list_pretrained(f'{arch}.*')[:8]}, or the bare name {arch!r}") from None
+
+
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    if not DEVICES.fullmatch(name):
+        raise KitError("should be 'auto', 'cpu', 'cuda', 'cuda:<n>' (e.g. 'cuda:1') or 'mps'")
+
+
+def check_exp(name: str) -> None:
+    from .paths import check_name
+
+    check_name("experiment", name)
 
 
 @dataclass
 class TrainConfig:
     # what and where
-    comp: str = "demo"  # folder under data_dir, an absolute path, or a /kaggle/input/<comp> name
-    exp: str = "exp0"  # experiment name: runs/<exp>/fold<k>/
-    fold: int = 0
-    data_dir: str = "data"
-    runs_dir: str = "runs"
-    id_col: str = ""  # empty: auto-detect
-    label_col: str = ""  # empty: auto-detect
-    on_bad_image: str = "error"  # error: stop with the list of unreadable images; skip: leave them out
+    comp: str = param("demo", "folder under data_dir, an absolute path, or a /kaggle/input/<comp> name")
+    exp: str = param("exp0", "experiment name: runs/<exp>/fold<k>/", check=check_exp)
+    fold: int = param(0, ge=0)
+    data_dir: str = param("data")
+    runs_dir: str = param("runs")
+    id_col: str = param("", "empty: auto-detect")
+    label_col: str = param("", "empty: auto-detect")
+    on_bad_image: str = param("error", "error: stop with the list of unreadable images; skip: leave them out",
+                              choices=("error", "skip"))
     # model
-    model: str = "test_efficientnet"  # any timm name, or a preset effnet_b0..effnet_b7
-    pretrained: bool = False  # from the timm/Hugging Face cache
-    weights: str = ""  # local checkpoint file, for internet-off notebooks
-    img_size: int = 0  # 0: the native resolution of the model (224 when unknown)
+    model: str = param("test_efficientnet", "any timm name, or a preset effnet_b0..effnet_b7", check=check_model)
+    pretrained: bool = param(False, "from the timm/Hugging Face cache")
+    weights: str = param("", "local checkpoint file, for internet-off notebooks")
+    img_size: int = param(0, "0: the native resolution of the model (224 when unknown)", ge=0)
     # training
-    epochs: int = 5
-    batch_size: int = 64
-    accum_steps: int = 1  # micro-batches per optimizer update; effective batch: batch_size * accum_steps
-    lr: float = 3e-3
-    backbone_lr_mult: float = 1.0  # differential LR: backbone at lr * this, head at lr
-    freeze_epochs: int = 0  # head-first fine-tuning: backbone frozen for the first N epochs
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    clip_grad: float = 0.0  # max gradient norm, 0: off
-    label_smoothing: float = 0.1
-    augment: str = "light"  # none, light, medium, mushroom
-    mixup: float = 0.0  # mixup alpha, 0: off
-    cutmix: float = 0.0  # cutmix alpha, 0: off
-    mixup_off_epochs: int = 0  # plain targets for the last N epochs
-    sam: str = "off"  # off, sam, asam
-    sam_rho: float = 0.05  # ASAM usually wants about 10x the SAM rho
-    sam_every: int = 1  # the two-pass SAM update every N optimizer steps, plain steps between
-    ema_decay: float = 0.0  # EMA of weights, validated and saved when > 0 (e.g. 0.999)
-    patience: int = 0  # early stopping after N epochs without improvement, 0: off
-    save_top: int = 1  # keep the best N checkpoints (best.pt is the best)
-    metric: str = "accuracy"
+    epochs: int = param(5, ge=1)
+    batch_size: int = param(64, ge=1)
+    accum_steps: int = param(1, "micro-batches per optimizer update; effective batch: batch_size * accum_steps", ge=1)
+    lr: float = param(3e-3, gt=0)
+    backbone_lr_mult: float = param(1.0, "differential LR: backbone at lr * this, head at lr", gt=0)
+    freeze_epochs: int = param(0, "head-first fine-tuning: backbone frozen for the first N epochs", ge=0)
+    weight_decay: float = param(0.05, ge=0)
+    # warmup_epochs >= epochs is allowed: the whole run warms up (1-epoch trial runs keep the default 1)
+    warmup_epochs: int = param(1, ge=0)
+    clip_grad: float = param(0.0, "max gradient norm, 0: off", ge=0)
+    label_smoothing: float = param(0.1, ge=0, lt=1)
+    augment: str = param("light", "none, light, medium, mushroom", choices=augment_presets)
+    mixup: float = param(0.0, "mixup alpha, 0: off", ge=0)
+    cutmix: float = param(0.0, "cutmix alpha, 0: off", ge=0)
+    mixup_off_epochs: int = param(0, "plain targets for the last N epochs", ge=0)
+    sam: str = param("off", "off, sam, asam", choices=("off", "sam", "asam"))
+    sam_rho: float = param(0.05, "ASAM usually wants about 10x the SAM rho", ge=0)
+    sam_every: int = param(1, "the two-pass SAM update every N optimizer steps, plain steps between", ge=1)
+    ema_decay: float = param(0.0, "EMA of weights, validated and saved when > 0 (e.g. 0.999)", ge=0, lt=1)
+    patience: int = param(0, "early stopping after N epochs without improvement, 0: off", ge=0)
+    save_top: int = param(1, "keep the best N checkpoints (best.pt is the best)", ge=1)
+    metric: str = param("accuracy", check=check_metric)
     # inference
-    tta: str = "auto"  # auto: OOF for every preset, the infer step picks the best per experiment
+    tta: str = param("auto", "auto: OOF for every preset, the infer step picks the best per experiment",
+                     choices=tta_presets)
     # runtime
-    seed: int = 42
-    device: str = "auto"  # auto, cpu, cuda, cuda:1
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler), off
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and CUDA
-    torch_compile: bool = False  # torch.compile the model
-    resume: bool = True  # continue from last.pt when the fold was interrupted
-    num_workers: int = 0
-    image_cache: bool = True  # decoded images kept under runs_dir/.image_cache when no bigger than their file
-    threads: int = 0  # torch intra-op threads, 0: the torch default
+    seed: int = param(42)
+    device: str = param("auto", "auto, cpu, cuda, cuda:1", check=check_device)
+    amp: str = param("auto", "auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler), off",
+                     choices=("auto", "bf16", "fp16", "off"))
+    channels_last: bool = param(True, "NHWC memory layout: faster convolutions on CPU and CUDA")
+    torch_compile: bool = param(False, "torch.compile the model")
+    resume: bool = param(True, "continue from last.pt when the fold was interrupted")
+    num_workers: int = param(-1, "loader worker processes; -1: auto (0 on CPU, the cores per GPU up to 8 on CUDA)",
+                             ge=-1)
+    image_cache: bool = param(True, "decoded images kept under runs_dir/.image_cache when no bigger than their file")
+    threads: int = param(0, "torch intra-op threads, 0: the torch default", ge=0)
 
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise KitError(f"parameter {name}={getattr(self, name)!r} should be one of {list(allowed)}")
-        for name in ("epochs", "batch_size", "accum_steps", "sam_every", "save_top"):
-            if getattr(self, name) < 1:
-                raise KitError(f"parameter {name}={getattr(self, name)!r} should be at least 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Every parameter against its field's metadata, at construction: before any fold starts. All
+        problems in one KitError, each naming the parameter, the value and what is allowed."""
+        problems = [p for f in fields(self) if (p := problem(f, getattr(self, f.name)))]
+        if problems:
+            raise KitError("\n".join(problems))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None = None, **kwargs) -> "TrainConfig":
@@ -125,6 +196,39 @@ def coerce(value: Any, typ: type, name: str) -> Any:
     raise KitError(f"parameter {name}={value!r} should be {typ.__name__}")
 
 
+BOUNDS = (("ge", operator.ge, "at least"), ("gt", operator.gt, "greater than"), ("lt", operator.lt, "less than"))
+
+
+def problem(f: dataclasses.Field, value: Any) -> str:
+    """What is wrong with `value` for field `f` ('' when nothing), by the field's metadata (see `param`)."""
+    said = f"parameter {f.name}={value!r}"
+    try:
+        value = coerce(value, type(f.default), f.name)
+    except KitError as e:
+        return str(e)
+    m = f.metadata
+    if "choices" in m:
+        allowed = m["choices"]() if callable(m["choices"]) else m["choices"]
+        if value not in allowed:
+            return f"{said} should be one of {list(allowed)}"
+    bounds = [(m[key], op, words) for key, op, words in BOUNDS if key in m]
+    if not all(op(value, bound) for bound, op, _ in bounds):  # written so that NaN fails too
+        hint = f" ({m['help']})" if m.get("help") else ""
+        return f"{said} should be " + " and ".join(f"{words} {bound}" for bound, _, words in bounds) + hint
+    if "check" in m:
+        try:
+            m["check"](value)
+        except KitError as e:
+            return f"{said}: {e}"
+    return ""
+
+
+def parameters_cell() -> str:
+    """The train notebook's parameters cell: every field, its default and its help as the comment."""
+    return "".join(f"{f.name} = {f.default!r}" + (f"  # {f.metadata['help']}" if f.metadata.get("help") else "") + "\n"
+                   for f in fields(TrainConfig))
+
+
 def git_commit(path: str | Path = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
@@ -138,3 +242,23 @@ def resolved(cfg: TrainConfig, **extra) -> dict:
     from .paths import project_root
 
     return {**cfg.to_dict(), "kit_version": __version__, "git_commit": git_commit(project_root()), **extra}
+
+
+# Parameters that do not shape the trained weights: where files are and how fast they are read. A fold
+# may resume, or count as finished, with these changed; any other TrainConfig field changed means another
+# training run. comp/data_dir/runs_dir are path spellings (the folds hash in last.pt and config.json
+# pins the data itself); exp/fold name the folder being compared; device, threads, num_workers,
+# channels_last, torch_compile and image_cache change speed (and rounding; num_workers also which random
+# draw each sample gets, not how they are drawn); tta and save_top act after or beside training (which
+# predictions are written, how many checkpoints are kept); resume is the switch itself.
+RUNTIME_ONLY = frozenset({"comp", "data_dir", "runs_dir", "exp", "fold", "device", "threads", "num_workers",
+                          "channels_last", "torch_compile", "image_cache", "tta", "save_top", "resume"})
+
+
+def training_changes(saved: dict, new: dict) -> dict[str, tuple]:
+    """{name: (saved value, new value)} for each parameter that shapes training and differs.
+
+    saved, new: full parameter dicts (a fold's config.json, TrainConfig.to_dict()); a name missing from
+    either side (a file from an older kit) is not compared: kit_version is checked separately."""
+    names = [f.name for f in fields(TrainConfig) if f.name not in RUNTIME_ONLY]
+    return {n: (saved[n], new[n]) for n in names if n in saved and n in new and saved[n] != new[n]}

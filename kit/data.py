@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from . import KitError
+from .device import headless
 
 
 # Images larger than this many pixels are decoded at a reduced size (JPEG draft mode) or refused:
@@ -137,12 +138,26 @@ def scan_images(paths, desc: str = "checking images", min_side: int = 0, threads
     paths, errors = list(paths), []
     with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(paths), desc=desc, mininterval=2, leave=False,
-                 disable=os.environ.get("KIT_HEADLESS") == "1") as bar:
+                 disable=headless()) as bar:
         for i in range(0, len(paths), 1024):  # in chunks: a million pending futures would cost memory
             chunk = paths[i:i + 1024]
             errors += pool.map(check_image, chunk, [min_side] * len(chunk), [cache_dir] * len(chunk))
             bar.update(len(chunk))
     return pd.DataFrame([(p, e) for p, e in zip(paths, errors) if e], columns=["path", "error"])
+
+
+def readable_images(paths: pd.Series, on_bad_image: str, min_side: int = 0, cache_dir: Path | None = None
+                    ) -> np.ndarray:
+    """Decode every image once (at the scale training reads it, into the cache; a cached image was
+    decoded before): stop with the list of unreadable ones, or (skip) mark them out."""
+    bad = scan_images(paths, desc=f"checking {len(paths)} images", min_side=min_side, cache_dir=cache_dir)
+    if len(bad) and on_bad_image == "error":
+        listing = "\n".join(f"  {r.path}: {r.error}" for r in bad.head(20).itertuples())
+        raise KitError(f"{len(bad)} image(s) cannot be read:\n{listing}\nfix or delete them, or set "
+                       "on_bad_image='skip' to leave them out (they get uniform OOF probabilities)")
+    if len(bad):
+        print(f"skipping {len(bad)} unreadable image(s); the first: {bad['path'].iloc[0]}")
+    return ~paths.isin(set(bad["path"])).to_numpy()
 
 
 class ImageDataset(Dataset):
@@ -167,7 +182,40 @@ class ImageDataset(Dataset):
 
 
 def make_loader(ds: Dataset, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
+    """Workers are started afresh for every pass (not persistent): each gets its seeds from the loader's
+    generator at that pass (see seed_worker), so reseeding the generator per epoch reaches the workers.
+    Persistent workers would each keep a copy of one augmentation generator, made once, and the epoch
+    would never reach them. Starting them costs a fork per epoch; their prefetch restarts either way."""
     return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) > batch_size,
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0,
+                      worker_init_fn=seed_worker if num_workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed) if train else None)
+
+
+def seed_worker(worker_id: int) -> None:
+    """worker_init_fn: give this worker's augmentation generator its own seed.
+
+    torch seeds a worker's torch, random and numpy from base_seed + worker_id, with base_seed drawn from
+    the loader's generator when the pass starts: from (seed, epoch) when fit_fold reseeds the generator
+    each epoch. Albumentations 2 draws from a generator of its own, which torch does not reseed: forked
+    from the main process, every worker would repeat the same draws."""
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed)
+
+
+AUTO_WORKERS = -1  # num_workers=-1: pick from the device (loader_workers)
+
+
+def loader_workers(num_workers: int, device: torch.device) -> int:
+    """num_workers, or for AUTO_WORKERS: 0 on CPU, where the forward/backward already keeps every core
+    busy and a worker only competes with it (bench/: 0.94-1.02x with 1-2 workers on 2 cores); on CUDA the
+    cores per visible GPU, at most 8, so decoding and augmenting keep up with the GPU. A run-folds worker
+    sees only its own GPU: with several folds on one machine set num_workers to cores / GPUs."""
+    if num_workers != AUTO_WORKERS:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // max(1, torch.cuda.device_count())))

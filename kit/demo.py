@@ -64,11 +64,16 @@ def leaderboard_score(submission: str | Path, data_dir: str | Path = "data", nam
     if not solution_path.is_file():
         raise KitError(f"no hidden solution at {solution_path}; build the demo with `kit demo-data`")
     solution = pd.read_csv(solution_path, dtype={"image_id": str})
-    sub = pd.read_csv(submission, dtype={"image_id": str})
+    sub = pd.read_csv(submission, dtype=str, keep_default_na=False)  # as written: an empty label is not a missing id
     if "image_id" not in sub or "label" not in sub:
         raise KitError(f"{submission} needs columns ['image_id', 'label']; it has {list(sub.columns)}")
     merged = solution.merge(sub, on="image_id", how="left", suffixes=("", "_pred"))
     if merged["label_pred"].isna().any():
         raise KitError(f"{submission} lacks {int(merged['label_pred'].isna().sum())} test id(s)")
     k = int(solution["label"].max()) + 1
-    return metric_value(metric, merged["label"].to_numpy(), np.eye(k)[merged["label_pred"].astype(int).to_numpy()])
+    pred = pd.to_numeric(merged["label_pred"], errors="coerce")
+    bad = merged["label_pred"][pred.isna() | (pred % 1 != 0) | (pred < 0) | (pred >= k)]
+    if len(bad):
+        raise KitError(f"{submission}: column 'label' has {len(bad)} value(s) that are not a digit class 0..{k - 1}, "
+                       f"e.g. {bad.astype(str).unique()[:5].tolist()}; write one class number per row")
+    return metric_value(metric, merged["label"].to_numpy(), np.eye(k)[pred.astype(int).to_numpy()])

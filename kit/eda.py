@@ -7,6 +7,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from .competition import sort_classes
+
 
 def image_stats(paths, desc: str = "image headers") -> pd.DataFrame:
     """Size, mode and format from each file's header, what kit will handle for it (note), and for
@@ -52,8 +54,16 @@ def size_summary(stats: pd.DataFrame) -> pd.DataFrame:
             .sort_values(ascending=False).reset_index())
 
 
+def stripped_spaces(comp) -> pd.DataFrame:
+    """How many ids and labels (per file and column) had surrounding spaces that kit stripped: 'cat ' and
+    'cat' are one class, ' 007' is the image 007. No rows when nothing was stripped."""
+    rows = [(file, column, n) for (file, column), n in comp.stripped.items()]
+    return pd.DataFrame(rows, columns=["file", "column", "values stripped"])
+
+
 def class_counts(train: pd.DataFrame) -> pd.DataFrame:
-    counts = train["label"].value_counts().sort_index()
+    counts = train["label"].value_counts()
+    counts = counts.reindex(sort_classes(counts.index))  # kit's class order: '2' before '10'
     return pd.DataFrame({"label": counts.index, "images": counts.to_numpy(),
                          "share": (counts / counts.sum()).round(4).to_numpy()})
 

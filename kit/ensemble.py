@@ -11,27 +11,16 @@ from scipy.optimize import minimize
 
 from . import KitError
 from .folds import folds_hash
-from .metrics import metric_value, score
+from .metrics import lookup, metric_value, score
 from .paths import exp_dir
+from .rundir import OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, read_oof
+from .tta import CANDIDATES, n_views
 
-
-OOF = "oof.csv"  # every fold writes it last: its presence marks the fold complete
-RESERVED = ("id", "fold", "target", "tta", "folds_hash")  # OOF columns that are not classes
-
-
-def oof_name(tta: str | None) -> str:
-    """oof.csv, or the OOF made with one TTA preset (tta='auto' runs write one per preset)."""
-    return OOF if tta is None else f"oof-{tta}.csv"
-
-
-def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tta: str, fhash: str) -> pd.DataFrame:
-    df = pd.DataFrame(probs, columns=classes)
-    df.insert(0, "id", np.asarray(ids))
-    df.insert(1, "fold", fold)
-    df.insert(2, "target", np.asarray(targets))
-    df["tta"] = tta
-    df["folds_hash"] = fhash
-    return df
+# What the honest score cannot hold out: said in every BlendReport and blend.json
+HONEST_LEAK = ("each fold's best epoch (its best.pt) was picked on that fold's own validation rows, which are its "
+               "OOF rows and the rows the honest score holds out: the OOF scores and the honest score are still "
+               "optimistic by that choice of epoch (little when validation is flat near its best, more with few "
+               "rows and many epochs); the TTA choice and the blend weights are nested, the epoch is not")
 
 
 @dataclass
@@ -42,22 +31,26 @@ class Experiment:
     classes: list[str]
     tta: str
     folds_hash: str
+    checkpoints: tuple[str, ...] = ()  # per fold, the hash of the best.pt that made its OOF
 
 
-def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | None = None) -> Experiment:
-    """All folds' OOF of one experiment, checked against folds.csv: each id once, same folds hash, one TTA.
+def n_folds_of(folds: pd.DataFrame) -> int:
+    return int(folds["fold"].max()) + 1
+
+
+def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | None = None,
+             checkpoints: tuple[str, ...] | None = None) -> Experiment:
+    """All folds' OOF of one experiment, checked against folds.csv: each id once, same folds hash, one TTA,
+    each fold's rows made by its current best.pt (checkpoints: their hashes, computed if not given).
 
     tta=None reads each fold's oof.csv; a preset name reads the OOF made with that TTA (tta='auto' runs).
     """
     d = exp_dir(runs_dir, exp)
-    name = oof_name(tta)
-    files = sorted(d.glob(f"fold*/{name}"))
-    n_folds = int(folds["fold"].max()) + 1
-    done = {int(f.parent.name.removeprefix("fold")) for f in files}
-    if done != set(range(n_folds)):
-        raise KitError(f"experiment {exp!r} ({d}) has {name} for folds {sorted(done)} but folds.csv has "
-                       f"{n_folds}; run the missing folds {sorted(set(range(n_folds)) - done)} first")
-    oof = pd.concat([pd.read_csv(f, dtype={"id": str}) for f in files], ignore_index=True)
+    n_folds = n_folds_of(folds)
+    check_folds_done(d, oof_name(tta), n_folds)
+    checkpoints = checkpoints or tuple(fold_checkpoint(d / f"fold{k}") for k in range(n_folds))
+    parts = [read_oof(d / f"fold{k}", tta, checkpoints[k]) for k in range(n_folds)]
+    oof = pd.concat(parts, ignore_index=True)
     expected = folds_hash(folds)
     hashes = set(oof["folds_hash"].astype(str))
     if hashes != {expected}:
@@ -75,10 +68,11 @@ def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | Non
                        f"e.g. {missing[:5]}")
     oof = oof.set_index("id").loc[folds["id"]].reset_index()
     classes = [c for c in oof.columns if c not in RESERVED]
-    return Experiment(exp, oof, oof[classes].to_numpy(float), classes, ttas.pop(), expected)
+    return Experiment(exp, oof, oof[classes].to_numpy(float), classes, ttas.pop(), expected, tuple(checkpoints))
 
 
 def check_compatible(exps: list[Experiment]) -> None:
+    """Blendable together: same folds, same classes, and the same target on every row."""
     first = exps[0]
     for e in exps[1:]:
         if e.folds_hash != first.folds_hash:
@@ -86,25 +80,74 @@ def check_compatible(exps: list[Experiment]) -> None:
                            f"({first.folds_hash} vs {e.folds_hash}); OOF blends need the same folds")
         if e.classes != first.classes:
             raise KitError(f"experiments {first.name!r} and {e.name!r} have different classes")
+        a, b = first.oof["target"].to_numpy(), e.oof["target"].to_numpy()
+        differ = np.flatnonzero(a != b)
+        if len(differ):
+            i = differ[0]
+            raise KitError(f"experiments {first.name!r} and {e.name!r} were trained on different labels: "
+                           f"{len(differ)} row(s) differ, e.g. id {first.oof['id'].iloc[i]!r} is "
+                           f"{first.classes[a[i]]!r} in {first.name!r} and {e.classes[b[i]]!r} in {e.name!r}; "
+                           "retrain the one made before train.csv changed")
+
+
+def load_tta_candidates(runs_dir: str | Path, exp: str, folds: pd.DataFrame) -> list[Experiment]:
+    """The experiment's OOF with every TTA preset whose files are complete and made by each fold's current
+    best.pt (an oof-<tta>.csv left by an earlier run is not a candidate), fewest views first; a fixed-TTA
+    run's oof.csv if no preset file is."""
+    d = exp_dir(runs_dir, exp)
+    n_folds = n_folds_of(folds)
+    check_folds_done(d, OOF, n_folds)
+    checkpoints = tuple(fold_checkpoint(d / f"fold{k}") for k in range(n_folds))
+    current = [t for t in CANDIDATES
+               if all(made_by(d / f"fold{k}" / oof_name(t)) == h for k, h in enumerate(checkpoints))]
+    tried = [load_oof(runs_dir, exp, folds, t, checkpoints) for t in current]
+    tried = tried or [load_oof(runs_dir, exp, folds, None, checkpoints)]
+    return sorted(tried, key=lambda e: n_views(e.tta))
+
+
+def pick_tta(candidates: list[Experiment], y: np.ndarray, metric: str) -> Experiment:
+    """The candidate that scores best on OOF; ties go to the earlier one (fewer views)."""
+    return max(candidates, key=lambda e: score(metric, y, e.probs))
+
+
+def tta_scores(candidates: list[Experiment], y: np.ndarray, metric: str) -> pd.DataFrame:
+    """experiment, tta, views, OOF metric of every candidate, best first (ties keep the given order)."""
+    ranked = sorted(candidates, key=lambda e: -score(metric, y, e.probs))  # stable
+    return pd.DataFrame([{"experiment": e.name, "tta": e.tta, "views": n_views(e.tta),
+                          f"oof_{metric}": metric_value(metric, y, e.probs)} for e in ranked])
 
 
 def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: str = "accuracy"
                   ) -> tuple[Experiment, pd.DataFrame]:
     """The experiment's OOF with the TTA that scores best on OOF (ties: fewer views), and the OOF score of
-    every TTA it has predictions for, best first. Its test predictions must use the same TTA."""
-    from .tta import CANDIDATES, n_views
-
-    d = exp_dir(runs_dir, exp)
-    tried = [load_oof(runs_dir, exp, folds, t) for t in CANDIDATES if list(d.glob(f"fold*/{oof_name(t)}"))]
-    tried = tried or [load_oof(runs_dir, exp, folds)]  # a fixed-TTA run: only oof.csv
-    y = tried[0].oof["target"].to_numpy()
-    ranked = sorted(tried, key=lambda e: (-score(metric, y, e.probs), n_views(e.tta)))
-    table = pd.DataFrame([{"experiment": exp, "tta": e.tta, "views": n_views(e.tta),
-                           f"oof_{metric}": metric_value(metric, y, e.probs)} for e in ranked])
-    return ranked[0], table
+    every TTA it has current predictions for, best first. Its test predictions must use the same TTA."""
+    candidates = load_tta_candidates(runs_dir, exp, folds)
+    y = candidates[0].oof["target"].to_numpy()
+    return pick_tta(candidates, y, metric), tta_scores(candidates, y, metric)
 
 
 SPACES = ("prob", "logit", "power", "rank")
+
+
+def check_space(space: str, metric: str) -> None:
+    """Rank space keeps only the order of rows per class: right for a ranking metric (AUC), wrong for
+    any metric that reads probabilities (accuracy, log loss...)."""
+    if space not in SPACES:
+        raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
+    if space == "rank" and not lookup(metric).ranking:
+        raise KitError(f"space='rank' blends per-class ranks, which keep only the order of the rows: fine for a "
+                       f"ranking metric (roc_auc..., average_precision...) but metric={metric!r} reads "
+                       "probabilities; use space='prob', 'logit' or 'power'")
+
+
+def fit_objective(fit_metric: str, metric: str, space: str) -> str:
+    """What the weights are fitted on. 'auto': log loss, a smooth proper score (a flat one such as accuracy
+    lets noise models in by flipping borderline rows by luck), except in rank space, where the rows are no
+    probabilities and the (ranking) metric itself is fitted."""
+    objective = (metric if space == "rank" else "log_loss") if fit_metric == "auto" else fit_metric
+    lookup(objective)  # an unknown name is refused here, not after the first fold
+    check_space(space, objective)
+    return objective
 
 
 def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
@@ -120,30 +163,39 @@ def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
 
 
-def from_space(z: np.ndarray, space: str) -> np.ndarray:
-    """Back to rows that sum to one."""
+def from_space(z: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
+    """Back to rows that sum to one: the inverse of to_space (up to normalization), so one model blended
+    alone is itself; rank space has no inverse (rows of normalized ranks)."""
     if space == "logit":
         z = np.exp(z - z.max(1, keepdims=True))
+    elif space == "power":
+        z = np.power(np.clip(z, 0, None), 1 / power)
     return z / z.sum(1, keepdims=True)
 
 
 def blend(preds: list[np.ndarray], weights: np.ndarray, space: str = "prob", power: float = 2.0) -> np.ndarray:
-    return from_space(sum(w * to_space(p, space, power) for w, p in zip(weights, preds)), space)
+    return from_space(sum(w * to_space(p, space, power) for w, p in zip(weights, preds)), space, power)
 
 
 def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "caruana", metric: str = "accuracy",
-                      caruana_rounds: int = 50, space: str = "prob", power: float = 2.0) -> np.ndarray:
-    """Non-negative weights summing to one, for blending in `space`."""
+                      caruana_rounds: int = 50, space: str = "prob", power: float = 2.0,
+                      fit_metric: str = "auto") -> np.ndarray:
+    """Non-negative weights summing to one, for blending in `space`, fitted on `fit_metric` (see
+    fit_objective); `metric` is the competition's, what the blend is reported in."""
+    check_space(space, metric)
+    objective = fit_objective(fit_metric, metric, space)
     m = len(preds)
     if m == 1:
         return np.ones(1)
     if method == "slsqp":
-        # accuracy-like metrics are flat almost everywhere: fit the smooth log loss, a proper scoring rule
+        if objective != "log_loss":
+            raise KitError(f"method='slsqp' minimizes log loss, a smooth score; fit_metric={objective!r} is not "
+                           "one: use fit_metric='log_loss' (or 'auto' outside rank space), or method='caruana'")
         zs = [to_space(p, space, power) for p in preds]
         rows = np.arange(len(y))
 
         def nll(w):
-            p = from_space(sum(wi * z for wi, z in zip(w, zs)), space)
+            p = from_space(sum(wi * z for wi, z in zip(w, zs)), space, power)
             return -np.log(np.clip(p[rows, y], 1e-15, None)).mean()
 
         res = minimize(nll, np.full(m, 1 / m), method="SLSQP", bounds=[(0, 1)] * m,
@@ -151,7 +203,7 @@ def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "car
         w = np.clip(res.x, 0, None)
         return w / w.sum()
     if method == "caruana":
-        return caruana(preds, y, metric, caruana_rounds, space, power)
+        return caruana(preds, y, objective, caruana_rounds, space, power)
     if method == "mean":
         return np.full(m, 1 / m)
     raise KitError(f"unknown blend method {method!r}; choose 'slsqp', 'caruana' or 'mean'")
@@ -159,8 +211,9 @@ def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "car
 
 def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, space: str = "prob",
             power: float = 2.0) -> np.ndarray:
-    """Caruana et al. 2004: greedy forward selection with replacement from the best single model,
-    returning the best ensemble seen (so in-sample it is never below the best single model).
+    """Caruana et al. 2004: greedy forward selection with replacement from the best single model on
+    `metric` (the fitting objective), returning the best ensemble seen (so in-sample it is never below
+    the best single model on it).
 
     Ties on the metric (frequent for accuracy) go to the lower log loss.
     """
@@ -171,8 +224,9 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, sp
         zs = [z / z.sum(1, keepdims=True) for z in zs]
 
     def key(z):
-        p = z if space == "prob" else from_space(z, space)
-        return score(metric, y, p), score("log_loss", y, p)
+        p = z if space == "prob" else from_space(z, space, power)
+        ll = score("log_loss", y, p)
+        return ll if metric == "log_loss" else score(metric, y, p), ll
 
     first = max(range(len(preds)), key=lambda i: key(zs[i]))
     counts = np.zeros(len(preds))
@@ -195,13 +249,26 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, sp
     return best_counts / best_counts.sum()
 
 
-def honest_blend_score(preds: list[np.ndarray], y: np.ndarray, fold: np.ndarray, method: str = "caruana",
-                       metric: str = "accuracy", space: str = "prob", power: float = 2.0) -> tuple[float, float]:
-    """Mean and std over folds, in the metric's own units, of the score on each fold of weights fitted
-    on the other folds: what the blend is worth on rows its weights never saw."""
+def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, method: str = "caruana",
+                       metric: str = "accuracy", space: str = "prob", power: float = 2.0,
+                       fit_metric: str = "auto") -> tuple[float, float]:
+    """Mean and std over folds, in the metric's own units, of the score on each held-out fold of a blend
+    chosen on the other folds: what the blend is worth on rows its choices never saw.
+
+    preds: per experiment its (N, K) OOF matrix, or the list of its candidate matrices (one per TTA preset,
+    fewest views first): the TTA is then chosen on the other folds' rows too (ties: the earlier one), as
+    infer_and_blend chooses it on all rows, so choosing the best of several equal presets does not make
+    the score optimistic.
+
+    Not nested (no OOF file can undo it): each fold's best epoch was chosen on that fold's validation rows,
+    the rows this score holds out (HONEST_LEAK).
+    """
+    candidates = [list(c) if isinstance(c, (list, tuple)) else [c] for c in preds]
     values = []
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
-        w = fit_blend_weights([p[tr] for p in preds], y[tr], method, metric, space=space, power=power)
-        values.append(metric_value(metric, y[te], blend([p[te] for p in preds], w, space, power)))
+        chosen = [c[0] if len(c) == 1 else max(c, key=lambda p: score(metric, y[tr], p[tr])) for c in candidates]
+        w = fit_blend_weights([p[tr] for p in chosen], y[tr], method, metric, space=space, power=power,
+                              fit_metric=fit_metric)
+        values.append(metric_value(metric, y[te], blend([p[te] for p in chosen], w, space, power)))
     return float(np.mean(values)), float(np.std(values))

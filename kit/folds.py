@@ -21,6 +21,8 @@ from .paths import resolve
 
 def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, method: str = "auto") -> pd.DataFrame:
     """id, label, fold; `auto` uses StratifiedGroupKFold when the competition has a group column."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise KitError(f"n_folds={n_folds!r}: cross-validation needs an integer of at least 2 folds (5 is usual)")
     train = comp.train
     counts = train["label"].value_counts()
     if counts.min() < n_folds:
@@ -45,9 +47,14 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, method: str 
 
 
 def folds_hash(folds: pd.DataFrame) -> str:
-    """A content hash of the (id, fold) assignment, independent of row order."""
-    pairs = folds[["id", "fold"]].astype(str).sort_values("id")
-    text = "\n".join(pairs["id"] + "," + pairs["fold"])
+    """A content hash of the (id, fold, label) rows, independent of row order: runs made on relabelled rows
+    are not blended with runs made on the old labels. Labels hash as strings, as folds.csv spells them."""
+    return _hash(folds, ["id", "fold", "label"])
+
+
+def _hash(folds: pd.DataFrame, columns: list[str]) -> str:
+    rows = folds[columns].astype(str).sort_values(columns)
+    text = "\n".join(rows[columns[0]].str.cat([rows[c] for c in columns[1:]], sep=","))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -71,12 +78,17 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path} does not exist; write it once with the EDA notebook or `kit folds`")
-    folds = pd.read_csv(path, dtype={"id": str})
-    missing = {"id", "fold"} - set(folds.columns)
+    # ids and labels as written: strings, no NA conversion (a label "None" or "03" stays itself)
+    folds = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
+    missing = {"id", "fold", "label"} - set(folds.columns)
     if missing:
         raise KitError(f"{path} lacks column(s) {sorted(missing)}; columns are {list(folds.columns)}")
     side = path.with_suffix(".json")
-    if side.is_file() and read_json(side)["hash"] != folds_hash(folds):
+    recorded = read_json(side)["hash"] if side.is_file() else None
+    if recorded == _hash(folds, ["id", "fold"]) != folds_hash(folds):
+        raise KitError(f"{side} holds a hash of ids and folds only, written by an older kit; this kit hashes the "
+                       f"labels too. Delete {side} (folds.csv can stay) and retrain the runs made on it")
+    if recorded is not None and recorded != folds_hash(folds):
         raise KitError(f"{path} was edited after it was written (hash no longer matches {side}); "
                        "restore it or delete both files and every run made on them")
     return folds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,17 +32,25 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.log(np.clip(p_true, eps, 1 - eps)).mean())
 
 
-# name -> (fn(y, probs) -> float, greater_is_better)
-METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
-    "accuracy": (accuracy, True),
-    "log_loss": (log_loss, False),
-    "macro_f1": (lambda y, p: skm.f1_score(y, p.argmax(1), average="macro"), True),
-    "balanced_accuracy": (lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)), True),
+@dataclass(frozen=True)
+class Metric:
+    fn: Callable[[np.ndarray, np.ndarray], float]  # fn(y, probs) -> float
+    greater_is_better: bool
+    ranking: bool = False  # depends only on how rows are ordered per class (AUC): rank blending keeps it
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(accuracy, True),
+    "log_loss": Metric(log_loss, False),
+    "macro_f1": Metric(lambda y, p: skm.f1_score(y, p.argmax(1), average="macro"), True),
+    "balanced_accuracy": Metric(lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)), True),
 }
+# sklearn scorers whose value depends only on the order of the scores (per class): AUC, average precision
+RANKING_SCORERS = ("roc_auc", "average_precision")
 
 
-def lookup(name: str):
-    """(fn(y, probs), greater_is_better): ours by name, else any sklearn scorer name (e.g. 'roc_auc_ovr')."""
+def lookup(name: str) -> Metric:
+    """Ours by name, else any sklearn scorer name (e.g. 'roc_auc_ovr')."""
     if name in METRICS:
         return METRICS[name]
     try:
@@ -58,15 +67,15 @@ def lookup(name: str):
         p = normalized(p)
         return fn(y, p[:, 1] if p.shape[1] == 2 else p, **kwargs)
 
-    return value, sign > 0
+    return Metric(value, sign > 0, name.startswith(RANKING_SCORERS))
 
 
 def metric_value(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The metric in its own units (log loss stays a loss)."""
-    return float(lookup(name)[0](np.asarray(y), np.asarray(probs)))
+    return float(lookup(name).fn(np.asarray(y), np.asarray(probs)))
 
 
 def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The metric signed so that higher is better (negated for losses): what optimizers maximize."""
     v = metric_value(name, y, probs)
-    return v if lookup(name)[1] else -v
+    return v if lookup(name).greater_is_better else -v

@@ -12,9 +12,9 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from . import KitError
+from . import KitError, __version__
 from .io import read_json, write_json
-from .paths import resolve
+from .paths import fold_dir, resolve
 from .runner import parameters_cell
 from .train import CHECKPOINT, CONFIG
 
@@ -31,30 +31,74 @@ runs_dir = runs_dir or f"{{bundle}}/runs"
 blend_json = blend_json or f"{{bundle}}/blend.json"'''
 
 
+MARKER = ".kit-bundle"  # written first into every bundle folder: the only folders package ever empties
+BUNDLE = ("blend.json", "kaggle_infer.ipynb", "runs", "wheels")  # what it writes there, and so may replace
+
+
 def package_for_kaggle(blend_json: str | Path, out: str | Path, runs_dir: str | Path = "runs",
                        extra: tuple[str, ...] = MISSING_ON_KAGGLE, wheels_from: str | Path | None = None) -> Path:
     """Write the bundle: wheels/, runs/<exp>/fold<k>/{best.pt,config.json}, blend.json, kaggle_infer.ipynb.
 
+    Every input is checked before anything is written. `out` must be new, empty, or an earlier bundle
+    (it holds the .kit-bundle marker); then only the bundle's own entries are replaced, nothing else in it.
     wheels_from: a folder that already holds the extra wheels (else pip downloads them, pinned to the
     versions installed here).
     """
-    spec = read_json(blend_json)
-    out = resolve(out)
-    if out.exists():
-        shutil.rmtree(out)
-    for e in (e for e in spec["experiments"] if e["weight"] > 0):  # only what the blend uses
-        for k in range(e["n_folds"]):
-            src = resolve(runs_dir) / e["name"] / f"fold{k}"
-            if not (src / CHECKPOINT).is_file():
-                raise KitError(f"{src / CHECKPOINT} is missing: the blend needs every fold of {e['name']!r}")
-            dst = out / "runs" / e["name"] / f"fold{k}"
-            dst.mkdir(parents=True)
-            for f in (CHECKPOINT, CONFIG):
-                shutil.copy2(src / f, dst / f)
+    spec, files = bundle_inputs(blend_json, runs_dir)
+    out = resolve(out).resolve()  # real path: `--out .` or a symlink must compare equal to what it names
+    claim_output(out, [resolve(blend_json), *files.values(), *([Path(wheels_from)] if wheels_from else [])])
+    for name in BUNDLE:  # an earlier bundle's entries, and only those
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for rel, src in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out / rel)
     write_json(spec, out / "blend.json")
     build_wheels(out / "wheels", extra, wheels_from)
     write_notebook(out / "kaggle_infer.ipynb", extra)
     return out
+
+
+def bundle_inputs(blend_json: str | Path, runs_dir: str | Path) -> tuple[dict, dict[str, Path]]:
+    """The blend spec and {path in the bundle: source file} for every fold it uses; KitError naming the
+    first missing or malformed input."""
+    path = resolve(blend_json)
+    if not path.is_file():
+        raise KitError(f"{path} does not exist; `kit blend` writes submissions/<name>.blend.json beside the submission")
+    try:
+        spec = read_json(path)
+        used = [e for e in spec["experiments"] if e["weight"] > 0]  # only what the blend uses
+        parts = [(e["name"], k) for e in used for k in range(int(e["n_folds"]))]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KitError(f"{path} is not a blend made by `kit blend` or the infer notebook ({type(e).__name__}: "
+                       f"{e}); pass --blend-json submissions/<name>.blend.json") from None
+    files = {}
+    for exp, k in parts:
+        src = fold_dir(runs_dir, exp, k)  # the name is checked there: a '../' name would copy from outside runs
+        for f in (CHECKPOINT, CONFIG):
+            if not (src / f).is_file():
+                raise KitError(f"{src / f} is missing: the blend needs every fold of {exp!r}; train it with "
+                               f"`kit run-folds --exp {exp}` or blend without it")
+            files[f"runs/{exp}/fold{k}/{f}"] = src / f
+    return spec, files
+
+
+def claim_output(out: Path, inputs: list[Path]) -> None:
+    """Make `out` a bundle folder, or refuse: it must not exist, be empty, or carry the marker of an earlier
+    bundle; it must not hold the inputs (replacing its runs/ would delete them before they are copied)."""
+    if out.exists() and not out.is_dir():
+        raise KitError(f"--out {out} is a file; give a folder for the bundle")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise KitError(f"--out {out} already holds files and is not a kit bundle (no {MARKER} in it); nothing was "
+                       f"written or deleted. Give a new or empty folder, e.g. --out kaggle_bundle")
+    for p in (p.resolve() for p in inputs):
+        if out == p or out in p.parents:
+            raise KitError(f"--out {out} holds an input of the bundle ({p}); give another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({"kit_version": __version__, "written_by": "kit package"}, out / MARKER)
 
 
 def build_wheels(dest: Path, extra: tuple[str, ...], wheels_from: str | Path | None) -> None:

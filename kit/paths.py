@@ -8,7 +8,10 @@ against the project root so both see the same files.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from . import KitError
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -28,9 +31,37 @@ def resolve(path: str | Path, root: Path | None = None) -> Path:
     return path if path.is_absolute() else (root or project_root()) / path
 
 
+def check_name(kind: str, value) -> str:
+    """A name that becomes one folder (an experiment, a competition under data_dir): never a path.
+
+    `../x` or `a/b` would read and write outside runs_dir (or outside a Kaggle bundle); a leading dot
+    would hide it and '.'/'..' are not folders of their own.
+    """
+    bad = (not isinstance(value, str) or not value or value in (".", "..") or value.startswith(".")
+           or any(sep and sep in value for sep in ("/", "\\", os.sep, os.altsep)) or not value.isprintable())
+    if bad:
+        raise KitError(f"{kind} name {value!r} is not a plain name: it becomes one folder, so it must be non-empty, "
+                       "without '/' or '\\', not start with '.', and printable; e.g. 'b0-384px'")
+    return value
+
+
 def exp_dir(runs_dir: str | Path, exp: str) -> Path:
-    return resolve(runs_dir) / exp
+    return resolve(runs_dir) / check_name("experiment", exp)
 
 
 def fold_dir(runs_dir: str | Path, exp: str, fold: int) -> Path:
     return exp_dir(runs_dir, exp) / f"fold{fold}"
+
+
+def check_writable(folder: str | Path, param: str) -> Path:
+    """Create `folder` and write a probe file in it: a read-only or full disk is reported before any work
+    starts, not as an OSError traceback half-way (os.access is not enough: root passes it on a read-only mount)."""
+    folder = resolve(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise KitError(f"{param}={str(folder)!r} cannot be written ({e.strerror or e}); fix its permissions or "
+                       f"free space there, or set {param} to a writable folder") from None
+    return folder

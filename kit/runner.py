@@ -4,6 +4,7 @@ explicit kernel of the current interpreter, parameters injected, the executed no
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -24,28 +25,35 @@ import pandas as pd
 
 from . import KitError
 from .io import write_json
-from .paths import fold_dir, project_root, resolve
+from .lifetime import die_with_parent
+from .lock import HELD_ENV, FoldBusy, fold_lock, lock_path
+from .paths import check_name, check_writable, fold_dir, project_root, resolve
 
 
 @dataclass
 class JobResult:
     name: str
-    status: str  # done, skipped, failed
+    status: str  # done, skipped, failed, stale, differs, busy
     seconds: float
     notebook: str
     error: str = ""
 
 
 def kernel_name() -> str:
-    """A kernelspec that runs THIS interpreter (not whatever 'python3' means on the machine)."""
-    tag = hashlib.sha256(sys.executable.encode()).hexdigest()[:8]
-    name = f"kit-{tag}"
+    """A kernelspec that runs THIS interpreter (not whatever 'python3' means on the machine), started through
+    kit.lifetime so that the kernel dies with the process that started it."""
+    argv = [sys.executable, "-m", "kit.lifetime", "ipykernel_launcher", "-f", "{connection_file}"]
+    # named after its command: a kit of another version in this interpreter keeps its own spec
+    name = "kit-" + hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:8]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kit" / "jupyter"
     spec = base / "kernels" / name / "kernel.json"
-    if not spec.is_file():
-        spec.parent.mkdir(parents=True, exist_ok=True)
-        spec.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                    "display_name": f"kit ({sys.executable})", "language": "python"}))
+    want = {"argv": argv, "display_name": f"kit ({sys.executable})", "language": "python"}
+    try:
+        current = json.loads(spec.read_text())
+    except (OSError, ValueError):
+        current = None
+    if current != want:  # missing, or written by an older kit
+        write_json(want, spec)
     paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
     if str(base) not in paths:
         os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base), *filter(None, paths)])
@@ -84,12 +92,68 @@ def notebook_parameters(nb: nbformat.NotebookNode) -> dict:
     return out
 
 
-def check_parameters(nb: nbformat.NotebookNode, params: dict, source: str | Path) -> None:
+def check_parameters(nb: nbformat.NotebookNode, params: dict, source: str | Path) -> dict:
+    """The parameters as the notebook will get them, checked against its parameters cell: known names,
+    plain values (check_plain), and the type of each default where it has one ("5" -> 5 for an int)."""
     known = notebook_parameters(nb)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise KitError(f"parameter(s) {unknown} are not in the parameters cell of {source}; "
                        f"it defines {sorted(known)}")
+    for name, value in params.items():
+        check_plain(name, value, source)
+    return {name: as_default_type(name, value, known[name], source) for name, value in params.items()}
+
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+def check_plain(name: str, value, source: str | Path) -> None:
+    """JSON's types only, all the way down. Papermill writes parameters into the notebook as source code:
+    the JSON types as literals, anything else (bytes, sets, dates, YAML-tagged objects) through str(),
+    which a crafted value turns into code that runs."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise KitError(f"parameter {name} from {source} has the key {k!r} ({type(k).__name__}); "
+                               "dictionary keys must be strings")
+            check_plain(f"{name}[{k!r}]", v, source)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_plain(f"{name}[{i}]", v, source)
+    elif not isinstance(value, PLAIN):
+        raise KitError(f"parameter {name} from {source} is a {type(value).__name__} ({repr(value)[:60]}); "
+                       "parameters are plain values only: str, int, float, bool, list, dict or null. In YAML "
+                       "quote it for a string (2024-01-01 is read as a date) and use no !! tags")
+
+
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def as_default_type(name: str, value, default, source: str | Path):
+    """`value` as the type of the parameters cell's default; a default of None (or an expression) takes any."""
+    want = type(default)
+    if default is None or want not in (str, int, float, bool, list, dict):
+        return value
+    if want is bool and isinstance(value, str) and value.lower() in TRUE + FALSE:
+        return value.lower() in TRUE
+    if want is int and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    if want is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, want) and (want is bool or not isinstance(value, bool)):
+        return value
+    hint = (f"quote it (YAML reads no/yes/on/off as booleans and 007 as 7): {name}: '...' in a params file; "
+            f"-p {name}=... keeps the text as written") if want is str else "give " + {
+        int: "a whole number", float: "a number", bool: "true or false", list: "a list, e.g. [a, b]",
+        dict: "a mapping, e.g. {a: 1}"}[want]
+    raise KitError(f"parameter {name}={value!r} from {source} should be {want.__name__} (its default in the "
+                   f"parameters cell is {default!r}), not {type(value).__name__}; {hint}")
 
 
 @contextmanager
@@ -119,8 +183,7 @@ def run_notebook(notebook: str | Path, output: str | Path, params: dict | None =
 
     src = resolve(notebook)
     nb = load_notebook(src)
-    params = params or {}
-    check_parameters(nb, params, src)
+    params = check_parameters(nb, params or {}, src)
     kernel = kernel_name()
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
     output = Path(output)
@@ -189,44 +252,93 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
               stagger: float = 2.0, backend: str = "local", address: str = "", on_status=None) -> pd.DataFrame:
     """One papermill job per fold, each in its own process (or Ray task).
 
-    Finished folds are skipped unless force; a fold killed half-way resumes from its last.pt; a failing
-    fold does not stop the others. Locally: one job per GPU in `gpus` ("0,1", "auto") with
+    Finished folds are skipped unless force (then they start afresh: resume=False); a finished fold trained
+    with other parameters is reported ("differs"), not skipped silently; a fold killed half-way resumes from
+    its last.pt; a failing fold does not stop the others; a fold another run is writing is reported
+    ("busy"), never written by two. Locally: one job per GPU in `gpus` ("0,1", "auto") with
     CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with `threads` threads each; starts are staggered.
+    Every check that can fail runs before any fold starts.
     """
-    from .train import is_complete, stale_reason
+    from .train import is_complete
 
-    params = dict(params or {})
-    nb = load_notebook(notebook)  # fail before any fold starts: notebook, parameters, kernel
     if backend not in ("local", "ray"):
         raise KitError(f"unknown backend {backend!r}; use 'local' or 'ray'")
-    check_parameters(nb, {**params, "exp": exp, "fold": 0, "runs_dir": runs_dir}, notebook)
-    names = set(notebook_parameters(nb))
+    if not jobs >= 1:
+        raise KitError(f"jobs={jobs!r}: run at least 1 fold at a time")
+    if not stagger >= 0:  # also refuses NaN
+        raise KitError(f"stagger={stagger!r}: the seconds between worker starts cannot be negative")
+    nb = load_notebook(notebook)  # fail before any fold starts: notebook, parameters, kernel
+    names = notebook_parameters(nb)
+    check_name("experiment", exp)
+    params = check_parameters(nb, {**(params or {}), "exp": exp, "fold": 0, "runs_dir": runs_dir}, notebook)
+    del params["fold"]
+    if force:  # afresh: the notebook's fit_fold removes what the old run wrote instead of resuming from it
+        if "resume" not in names:
+            raise KitError(f"force: {notebook} has no `resume` parameter, so a finished fold cannot be started afresh")
+        params["resume"] = False
     threads = threads or int(params.get("threads", 0) or 0)
-    results, todo = {}, []
-    for k in folds:
-        d = fold_dir(runs_dir, exp, k)
-        if is_complete(d) and not force:
-            reason = stale_reason(d)
-            results[k] = JobResult(f"{exp}/fold{k}", "stale" if reason else "skipped", 0.0,
-                                   str(d / "train_fold.ipynb"), f"{d}: {reason}; rerun it with --force" if reason else "")
-            continue
-        job_params = {**params, "exp": exp, "fold": k, "runs_dir": runs_dir}
-        if threads and "threads" in names:
-            job_params["threads"] = threads
-        todo.append(Job(f"{exp}/fold{k}", k, str(resolve(notebook)), str(d / "train_fold.ipynb"), job_params,
-                        str(project_root()), thread_env(threads)))
-    if todo:
+    if threads and "threads" in names:
+        params["threads"] = threads
+    config = train_config(names, params)
+    check_writable(runs_dir, "runs_dir")
+    dirs = {k: fold_dir(runs_dir, exp, k) for k in folds}
+    if any(force or not is_complete(d) for d in dirs.values()):
         check_kernel()  # a kernel that cannot start is reported before any fold folder is touched
-        for job in todo:
-            d = Path(job.output).parent
-            if force:  # afresh: no resuming from an earlier attempt's last.pt
-                (d / "last.pt").unlink(missing_ok=True)
-            d.mkdir(parents=True, exist_ok=True)
-        if backend == "ray":
+    results, todo = {}, []
+    with ExitStack() as held:
+        for k, d in dirs.items():
+            name, nb_out = f"{exp}/fold{k}", str(d / "train_fold.ipynb")
+            lock = ExitStack()
+            try:
+                lock.enter_context(fold_lock(d))
+            except FoldBusy as e:
+                results[k] = JobResult(name, "busy", 0.0, nb_out, str(e))
+                continue
+            if is_complete(d) and not force:
+                with lock:  # this run does not write the folder: let others have it
+                    results[k] = finished_fold(name, d, config, k)
+                continue
+            held.enter_context(lock)
+            env = {**thread_env(threads), HELD_ENV: str(lock_path(d))}  # the worker's kernel runs under this lock
+            todo.append(Job(name, k, str(resolve(notebook)), nb_out, {**params, "fold": k}, str(project_root()), env))
+        if backend == "ray" and todo:
             results.update(run_on_ray(todo, address, gpus, threads))
-        elif backend == "local":
+        elif todo:
             results.update(run_local(todo, jobs, gpus, stagger, runs_dir, exp, on_status))
     return pd.DataFrame([results[k].__dict__ for k in folds])
+
+
+def train_config(names: dict, params: dict) -> dict | None:
+    """The TrainConfig a train notebook will build from its parameters cell and `params`, checked now (names,
+    types, model, metric, tta... TrainConfig.validate) so that a bad value fails here and not in every
+    fold's kernel; None for a notebook that is not a train notebook (no `model` parameter)."""
+    from .config import TrainConfig
+
+    if "model" not in names:
+        return None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    defaults = {k: v for k, v in names.items() if k in fields and v is not None}
+    return TrainConfig.from_params({**defaults, **{k: v for k, v in params.items() if k in fields}}).to_dict()
+
+
+def finished_fold(name: str, d: Path, config: dict | None, k: int) -> JobResult:
+    """A complete fold: skipped, unless it was made on other folds or by another kit ("stale"), or trained
+    with other parameters than this run asks for ("differs")."""
+    from .config import training_changes
+    from .io import read_json
+    from .train import CONFIG, stale_reason
+
+    notebook = str(d / "train_fold.ipynb")
+    reason = stale_reason(d)
+    if reason:
+        return JobResult(name, "stale", 0.0, notebook, f"{d}: {reason}; rerun it with --force")
+    changes = training_changes(read_json(d / CONFIG), {**config, "fold": k}) if config else {}
+    if changes:
+        listing = ", ".join(f"{n} {old!r} -> {new!r}" for n, (old, new) in changes.items())
+        return JobResult(name, "differs", 0.0, notebook,
+                         f"{d} is finished but was trained with other parameters ({listing}); rerun with --force "
+                         "to retrain it with the new ones, or give the new run another --exp")
+    return JobResult(name, "skipped", 0.0, notebook)
 
 
 def thread_env(threads: int) -> dict:
@@ -263,21 +375,29 @@ def run_local(todo: list[Job], jobs: int, gpus: str, stagger: float, runs_dir: s
             if on_status is not None:
                 on_status(status_table(todo, done, running, started, runs_dir, exp))
             time.sleep(0.5)
-    except BaseException:
+    except BaseException:  # Ctrl-C, or an error here: no worker outlives the run (a kill: see start_worker)
         for proc, _, _ in running.values():
-            os.killpg(proc.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         raise
     return done
 
 
 def start_worker(job: Job, slot: str) -> subprocess.Popen:
-    env = {**os.environ, "KIT_ROOT": job.root, "KIT_HEADLESS": "1", "PYTHONUNBUFFERED": "1", **job.env}
+    """`python -m kit.runner <job>` in its own session, bound to this process by kit.lifetime (the worker
+    arms it with KIT_PARENT_PID, its kernel likewise): a SIGKILL of this process takes both down.
+
+    On Linux the parent-death signal follows the *thread* that started the worker: run_folds must be
+    called from a thread that lives until it returns (it does: it waits for its workers)."""
+    env = {**os.environ, "KIT_ROOT": job.root, "KIT_HEADLESS": "1", "PYTHONUNBUFFERED": "1",
+           "KIT_PARENT_PID": str(os.getpid()), **job.env}
     if slot:
         env["CUDA_VISIBLE_DEVICES"] = slot
     (Path(job.output).parent / "job.json").unlink(missing_ok=True)
-    log = open(Path(job.output).parent / "run.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "kit.runner", json.dumps(job.__dict__)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(Path(job.output).parent / "run.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "kit.runner", json.dumps(job.__dict__)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def read_result(job: Job, returncode: int, seconds: float) -> JobResult:
@@ -299,7 +419,7 @@ def status_table(todo: list[Job], done: dict, running: dict, started: dict, runs
             try:
                 h = pd.read_csv(hist)
                 metric = next(c for c in h.columns if c.startswith("val_") and c != "val_loss")
-                epoch, best = int(h["epoch"].max()) + 1, round(float(h[metric].max()), 4)
+                epoch, best = int(h["epoch"].max()), round(float(h[metric].max()), 4)  # epochs count from 1
             except (ValueError, StopIteration, KeyError, pd.errors.EmptyDataError):
                 pass
         state = done[job.fold].status if job.fold in done else "running" if job.fold in running else "queued"
@@ -323,6 +443,8 @@ def run_on_ray(todo: list[Job], address: str, gpus: str, threads: int) -> dict[i
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: python -m kit.runner '<job json>'; writes job.json beside the executed notebook."""
+    if os.environ.get("KIT_PARENT_PID"):  # started by run_local: die with it
+        die_with_parent(int(os.environ["KIT_PARENT_PID"]))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     job = Job(**json.loads((argv or sys.argv[1:])[0]))
     result = run_job(job)

@@ -21,10 +21,10 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 class SAM(torch.optim.Optimizer):
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.05,
-                 adaptive: bool = False, **kwargs):
+                 adaptive: bool = False, eta: float = 0.01, **kwargs):
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, **kwargs))
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, eta=eta, **kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
         self.param_groups = self.base_optimizer.param_groups  # one set of groups: schedulers see both
         self.defaults.update(self.base_optimizer.defaults)
@@ -36,11 +36,12 @@ class SAM(torch.optim.Optimizer):
         scale_norm = self._grad_norm()
         for group in self.param_groups:
             scale = group["rho"] / (scale_norm + 1e-12)
-            for p in group["params"]:
+            for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 self.state[p]["old_p"] = p.detach().clone()
-                e_w = (torch.pow(p, 2) if group["adaptive"] else 1.0) * p.grad * scale.to(p)
+                t_w = adaptive_scale(group, i, p)
+                e_w = (t_w * t_w if t_w is not None else 1.0) * p.grad * scale.to(p)  # T_w^2 g rho / ||T_w g||
                 p.add_(e_w)
         self.perturbed = True
         if zero_grad:
@@ -75,9 +76,10 @@ class SAM(torch.optim.Optimizer):
         self.second_step()
 
     def _grad_norm(self) -> torch.Tensor:
+        """||T_w g||: T_w = 1 for SAM."""
         device = self.param_groups[0]["params"][0].device
-        norms = [((torch.abs(p) if group["adaptive"] else 1.0) * p.grad).norm(p=2).to(device)
-                 for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms = [(t_w * p.grad if (t_w := adaptive_scale(group, i, p)) is not None else p.grad).norm(p=2).to(device)
+                 for group in self.param_groups for i, p in enumerate(group["params"]) if p.grad is not None]
         return torch.norm(torch.stack(norms), p=2) if norms else torch.zeros((), device=device)
 
     def state_dict(self) -> dict:
@@ -86,26 +88,45 @@ class SAM(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.base_optimizer.load_state_dict(state_dict["base"])
         self.param_groups = self.base_optimizer.param_groups
+        for group in self.param_groups:  # a state saved before a SAM option existed (eta) gets its default
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+
+def adaptive_scale(group: dict, i: int, p: torch.Tensor) -> torch.Tensor | None:
+    """ASAM's element-wise operator T_w for the i-th parameter of a group; None means T_w = 1 (as SAM).
+
+    Kwon et al. (2021) and their code (SamsungLabs/ASAM, asam.py `ascent_step`): T_w = |w| + eta, eta = 0.01,
+    on weights and T_w = 1 on biases, so a zero weight or a zero-initialised bias is still perturbed
+    (davda54/sam's |w| on every tensor never moves them). The reference tells weights by name ('weight' in
+    it, norm-layer scales included): names are used when the optimizer has them (built from named
+    parameters: torch's "param_names"); without them a weight is a tensor with ndim > 1, and a norm scale
+    gets T_w = 1 (it starts at 1, where |w| + eta = 1.01: the two rules start almost equal).
+    """
+    if not group["adaptive"]:
+        return None
+    names = group.get("param_names")
+    is_weight = "weight" in names[i] if names else p.ndim > 1
+    return p.abs().add_(group["eta"]) if is_weight else None
 
 
 @contextmanager
 def bn_frozen(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers still normalize with batch statistics but leave running stats untouched.
 
-    Every `_BatchNorm` subclass (timm's BatchNormAct2d included): momentum 0 keeps the running
-    mean/var, and num_batches_tracked is put back, so the second SAM pass leaves no trace.
+    Every `_BatchNorm` subclass (timm's BatchNormAct2d included): the running buffers are copied
+    before and put back after, so the second SAM pass leaves no trace. Not momentum 0: the update
+    (1 - 0) * running + 0 * batch is NaN as soon as a batch statistic is inf (0 * inf).
     """
-    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in model.modules() if isinstance(m, _BatchNorm)]
-    for m, _, _ in saved:
-        m.momentum = 0.0
+    buffers = [b for m in model.modules() if isinstance(m, _BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
-        for m, momentum, tracked in saved:
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for b, s in zip(buffers, saved):
+                b.copy_(s)
 
 
 def backward_pass(model: nn.Module, micro_batches: Sequence[tuple], loss_fn: LossFn, scaler, autocast_dtype,
@@ -179,9 +200,15 @@ def sam_update(model: nn.Module, optimizer: SAM, micro_batches: Sequence[tuple],
 
 
 def _skip(optimizer: SAM, scaler) -> bool:
-    """Inf/NaN gradients: undo any perturbation, no update; the scaler backs off."""
+    """Inf/NaN gradients: undo any perturbation, no update; the scaler skips as on its own inf step.
+
+    The gradients still hold the inf/NaN, so GradScaler's own path finds it, skips the step, backs
+    the scale off and resets its growth tracker (update(new_scale) would keep the tracker counting).
+    """
     optimizer.restore()
-    if scaler is not None:
-        scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+    if scaler is not None and scaler.is_enabled():  # a disabled scaler's step() would take the step
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)  # not taken: found_inf
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return False

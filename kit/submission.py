@@ -2,45 +2,77 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import KitError
-from .competition import Competition
+from .competition import SAMPLE_NEEDS, Competition, read_table
 from .io import atomic_path
 
+SUBMISSION_KINDS = ("auto", "label", "probability")
 
-def make_submission(comp: Competition, probs: np.ndarray) -> pd.DataFrame:
-    """Class labels when the sample has one target column; probabilities when its columns are the classes."""
+
+def make_submission(comp: Competition, probs: np.ndarray, submission_kind: str = "auto") -> pd.DataFrame:
+    """The submission in the sample's shape, ids exactly as the sample spells them:
+    - one column per class: each class's probability;
+    - one target column of class labels: the argmax class, spelled as in train.csv ('03' stays '03');
+    - one target column of probabilities (binary, ISIC style `image_name,target`): p[:, 1], the probability of
+      comp.classes[1], the later class in kit's order: '1' for 0/1 labels (integers sort numerically),
+      'True' over 'False', 'yes' over 'no', otherwise the later name alphabetically.
+    submission_kind='auto' tells labels from probabilities by the sample's values (see target_kind); 'label'
+    or 'probability' overrides it, e.g. for an AUC competition whose sample holds integer 0s."""
+    if submission_kind not in SUBMISSION_KINDS:
+        raise KitError(f"submission_kind={submission_kind!r}; use one of {list(SUBMISSION_KINDS)}")
     if comp.sample_submission is None:
         raise KitError(f"{comp.root} has no sample_submission.csv; the submission's shape is unknown")
-    sample = pd.read_csv(comp.sample_submission, dtype=str)
+    sample = read_table(comp.sample_submission, SAMPLE_NEEDS)
     id_col, targets = sample.columns[0], list(sample.columns[1:])
-    if len(probs) != len(comp.test):
-        raise KitError(f"{len(probs)} predictions for {len(comp.test)} test images")
-    sub = pd.DataFrame({id_col: comp.test["id"].to_numpy()})
+    if len(probs) != len(comp.test) or len(probs) != len(sample):
+        raise KitError(f"{len(probs)} predictions for {len(comp.test)} test images ({len(sample)} rows in "
+                       f"{comp.sample_submission})")
+    sub = sample[[id_col]].copy()  # the sample's own spelling: the grader matches ids as text
     names = [str(c) for c in comp.classes]
-    if len(targets) > 1 and sorted(targets) != sorted(names):
-        unseen, absent = sorted(set(targets) - set(names)), sorted(set(names) - set(targets))
-        raise KitError(f"{comp.sample_submission} has one column per class, but {len(unseen)} of them never occur "
-                       f"in train.csv ({unseen[:10]}) and {len(absent)} train class(es) have no column "
-                       f"({absent[:10]}); the model cannot predict classes it never saw: check the label column")
-    if sorted(targets) == sorted(names):
+    if len(targets) > 1:
+        if sorted(targets) != sorted(names):
+            unseen, absent = sorted(set(targets) - set(names)), sorted(set(names) - set(targets))
+            raise KitError(f"{comp.sample_submission} has one column per class, but {len(unseen)} of them never "
+                           f"occur in train.csv ({unseen[:10]}) and {len(absent)} train class(es) have no column "
+                           f"({absent[:10]}); the model cannot predict classes it never saw: check the label column")
+        if submission_kind == "label":
+            raise KitError(f"submission_kind='label', but {comp.sample_submission} has one column per class, which "
+                           "holds probabilities; use submission_kind='auto'")
         for j, c in enumerate(names):
             sub[c] = probs[:, j]
         return sub[[id_col, *targets]]
-    if len(targets) == 1:
-        sub[targets[0]] = np.asarray(comp.classes, dtype=object)[probs.argmax(1)]
+    target = targets[0]
+    kind = target_kind(sample[target], names) if submission_kind == "auto" else submission_kind
+    if kind == "label":
+        sub[target] = np.asarray(names, dtype=object)[probs.argmax(1)]
         return sub
-    raise KitError(f"{comp.sample_submission} has target columns {targets}: neither one label column nor "
-                   f"one column per class ({names})")
+    if len(names) != 2:
+        raise KitError(f"{comp.sample_submission}: column {target!r} takes one probability per row (its values look "
+                       f"like {sample[target].head(3).tolist()}), which fits two classes, but train has "
+                       f"{len(names)}; pass submission_kind='label' to write class labels")
+    sub[target] = probs[:, 1]
+    return sub
+
+
+def target_kind(values: pd.Series, classes: list[str]) -> str:
+    """'probability' when the sample's cells are numbers and at least one is not spelled as an integer
+    ('0.0', '0.5', '1e-3') and they are not all class names; else 'label'. A sample of '0's is ambiguous and
+    reads as labels (the class '0'): override with submission_kind='probability'."""
+    v = values.astype(str).str.strip()
+    numbers = pd.to_numeric(v, errors="coerce").notna().all()
+    integers = all(re.fullmatch(r"[+-]?[0-9]+", s) for s in v)
+    return "probability" if numbers and not integers and not v.isin(classes).all() else "label"
 
 
 def validate_submission(sub: pd.DataFrame, sample_path: str | Path) -> None:
     """Same columns, count, ids and order as sample_submission.csv, and no empty cell."""
-    sample = pd.read_csv(sample_path, dtype=str)
+    sample = read_table(Path(sample_path), SAMPLE_NEEDS)  # as text: an id 'NA' or '007' is itself
     if list(sub.columns) != list(sample.columns):
         raise KitError(f"submission columns {list(sub.columns)} differ from {sample_path}: {list(sample.columns)}")
     id_col = sample.columns[0]

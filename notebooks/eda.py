@@ -25,6 +25,9 @@ from kit.folds import folds_path, make_folds, write_folds
 c = load_competition(comp, data_dir)
 print(f"{c.root}: {len(c.train)} train, {len(c.test)} test images, {len(c.classes)} classes "
       f"(id column {c.id_col!r}, label column {c.label_col!r})")
+spaces = eda.stripped_spaces(c)  # 'cat ' and 'cat' are one class
+print(f"{spaces['values stripped'].sum()} id/label value(s) had surrounding spaces, stripped")
+display(spaces) if len(spaces) else None
 
 # %% [markdown]
 # ## Class balance

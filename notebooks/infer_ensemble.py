@@ -3,8 +3,10 @@
 #
 # For every experiment: its OOF predictions with each TTA preset it was scored with (checked
 # against `folds.csv`); the TTA that scores best on OOF is the one its test predictions use,
-# averaged over all its folds. Blend weights are fitted on the OOF probability matrices; the
-# honest score fits them on the other folds and scores the held-out one. Writes
+# averaged over all its folds. Blend weights are fitted on the OOF probability matrices (on
+# `fit_metric`, log loss by default, while reported in `metric`); the honest score chooses each
+# experiment's TTA and fits the weights on the other folds and scores the held-out one (each
+# fold's best epoch was still chosen on its own rows: `report.honest_leak`). Writes
 # `submissions/<name>.csv` (checked against `sample_submission.csv`) and
 # `submissions/<name>.blend.json`.
 #
@@ -21,6 +23,7 @@ method = "caruana"  # caruana, slsqp, mean
 metric = "accuracy"  # accuracy, log_loss, macro_f1, balanced_accuracy, or any sklearn scorer name
 space = "prob"  # prob, logit, power, rank
 power = 2.0
+fit_metric = "auto"  # what the weights are fitted on; auto: log loss (in rank space: metric)
 name = "submission"
 out_dir = "submissions"
 device = "auto"
@@ -40,7 +43,7 @@ if blend_json:
 else:
     c = load_competition(comp, data_dir)
     report = infer_and_blend(c, read_folds(folds_path(c, runs_dir)), exps, runs_dir, method, metric, space, power,
-                             device)
+                             device, fit_metric)
     submission = report.submission
 print(f"{len(c.test)} test images")
 
@@ -59,7 +62,8 @@ report.scores if report else None
 # %%
 if report:
     print(f"blend OOF {metric}: in-sample {report.oof_score:.4f}, "
-          f"honest (weights fitted on other folds) {report.honest_score:.4f} ± {report.honest_std:.4f}")
+          f"honest (TTA and weights chosen on other folds) {report.honest_score:.4f} ± {report.honest_std:.4f}; "
+          f"weights fitted on {report.fit_metric}\nnot held out: {report.honest_leak}")
     plots.weights_bar(report.weights);
 
 # %%

@@ -47,7 +47,7 @@ amp = 'auto'  # auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler),
 channels_last = True  # NHWC memory layout: faster convolutions on CPU and CUDA
 torch_compile = False  # torch.compile the model
 resume = True  # continue from last.pt when the fold was interrupted
-num_workers = 0
+num_workers = -1  # loader worker processes; -1: auto (0 on CPU, the cores per GPU up to 8 on CUDA)
 image_cache = True  # decoded images kept under runs_dir/.image_cache when no bigger than their file
 threads = 0  # torch intra-op threads, 0: the torch default
 

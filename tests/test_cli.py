@@ -1,8 +1,16 @@
+import json
+import os
+import re
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
+import kit.cli
+from kit import KitError
 from kit.cli import main, parse_params
 
-NOTEBOOK = str(Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py")
+NOTEBOOK = str(Path(kit.cli.__file__).resolve().parents[1] / "notebooks" / "train_fold.py")  # the kit under test's
 
 
 def test_unknown_parameter_fails_before_any_fold(project, capsys):
@@ -34,3 +42,138 @@ def test_score_without_demo_says_how_to_build_it(project, capsys):
     (project / "s.csv").write_text("image_id,label\n")
     assert main(["score", str(project / "s.csv")]) == 2
     assert "kit demo-data" in capsys.readouterr().err
+
+
+# --- parameters are plain values, never code (issue 12 item 2) ---------------------------------------------
+
+PARAMS_NB = '# %% tags=["parameters"]\nname = ""\ncode = "x"\nday = ""\nepochs = 1\n\n# %%\nprint(repr((name, code, day, epochs)))\n'
+
+
+def payload_file(tmp_path, tag: str) -> tuple[Path, Path]:
+    """A params file whose `name` value, if it ever reached the notebook, would create `pwned`."""
+    import base64
+
+    pwned = tmp_path / "pwned"
+    code = f'" + str(__import__("os").system("touch {pwned}")) + "'  # what str(bytes) pastes into the cell
+    values = {
+        "binary": f"name: !!binary {base64.b64encode(code.encode()).decode()}\n",
+        "python_object": f"name: !!python/object/apply:os.system ['touch {pwned}']\n",
+        "set": "name: !!set {a: null, b: null}\n",
+        "date": "name: 2024-01-01\n",
+        "nested": f"name: [ok, {{deep: !!binary {base64.b64encode(code.encode()).decode()}}}]\n",
+    }
+    f = tmp_path / "params.yaml"
+    f.write_text(values[tag])
+    return f, pwned
+
+
+@pytest.mark.parametrize("tag,kind", [("binary", "bytes"), ("python_object", "python/object"), ("set", "set"),
+                                      ("date", "date"), ("nested", "bytes")])
+def test_params_file_values_that_are_not_plain_are_refused_and_never_run(project, tmp_path, capsys, tag, kind):
+    nb = tmp_path / "p.py"
+    nb.write_text(PARAMS_NB)
+    params, pwned = payload_file(tmp_path, tag)
+    assert main(["notebook", str(nb), "--params-file", str(params), "--out", str(tmp_path / "o.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert str(params) in err and kind in err and "name" in err
+    assert not pwned.exists()  # the payload did not run
+    assert not (tmp_path / "o.ipynb").exists()  # no kernel was started at all
+
+
+def test_string_parameters_stay_text_and_cannot_break_out_of_their_quotes(project, tmp_path):
+    nb = tmp_path / "p.py"
+    nb.write_text(PARAMS_NB)
+    pwned = tmp_path / "pwned"
+    evil = f'x" + str(__import__("os").system("touch {pwned}")) + "'
+    out = tmp_path / "o.ipynb"
+    assert main(["notebook", str(nb), "--out", str(out), "-p", f"name={evil}", "-p", "code=007",
+                 "-p", "day=2024-01-01", "-p", "epochs=3"]) == 0
+    printed = "".join(json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"])
+    assert printed.strip() == repr((evil, "007", "2024-01-01", 3))
+    assert not pwned.exists()
+
+
+def test_dash_p_values_follow_the_type_of_the_notebook_default():
+    defaults = {"comp": "demo", "model": "x", "epochs": 5, "exps": ["a"]}
+    assert parse_params(["comp=007", "model=no", "epochs=7", "exps=[a, b]"], None, defaults) == {
+        "comp": "007", "model": "no", "epochs": 7, "exps": ["a", "b"]}
+    with pytest.raises(KitError, match=r"parameter epochs from -p 'epochs=2024-01-01' is a date"):
+        parse_params(["epochs=2024-01-01"], None, defaults)
+
+
+# --- clear errors before any fold starts --------------------------------------------------------------------
+
+def run_folds_args(*extra):
+    return ["run-folds", "--exp", "e", "--notebook", NOTEBOOK, "--epochs", "1", *extra]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "model=no"], r"unknown model 'no'"),  # YAML would make it False: "model=False should be str"
+    (["-p", "comp=007"], r"competition '007' not found"),  # not 7
+    (["-p", "comp=2024-01-01"], r"competition '2024-01-01' not found"),  # not a date (a TypeError before)
+    (["--folds", "a"], r"--folds 'a': give fold numbers of folds.csv .* it has folds 0..2"),
+    (["--folds", "0,3"], r"--folds '0,3': .* it has folds 0..2"),
+    (["--stagger", "-1"], r"stagger=-1.0: the seconds between worker starts cannot be negative"),
+    (["--jobs", "0"], r"jobs=0: run at least 1 fold at a time"),
+    (["--model", "no_such_model"], r"unknown model 'no_such_model'"),
+    (["-p", "metric=bogus"], r"metric"),
+    (["--tta", "bogus"], r"tta"),
+    (["--exp", "../../escaped"], r"experiment name '../../escaped' is not a plain name"),
+    (["--runs-dir", "afile/runs"], r"runs_dir='.*afile/runs' cannot be written \(Not a directory\)"),
+])
+def test_run_folds_bad_input_is_a_clear_error_before_any_fold(tiny_comp, project, capsys, args, message):
+    (project / "afile").write_text("a file, not a folder")
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    assert main(run_folds_args(*args)) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # nothing written anywhere
+
+
+@pytest.mark.parametrize("text,message", [
+    (None, r"params file .*missing.yaml cannot be read"),
+    ("- epochs\n- 3\n", r"params file .*p.yaml holds a list, not a mapping"),
+    ("epochs: [1,\n", r"params file .*p.yaml is not plain YAML"),
+    ("model: no\n", r"parameter model=False from .*p.yaml should be str .* quote it"),
+    ("comp: 007\n", r"parameter comp=7 from .*p.yaml should be str"),
+    ("3: x\n", r"the name 3 is a int"),
+])
+def test_bad_params_file_is_a_clear_error(project, tmp_path, capsys, text, message):
+    f = tmp_path / ("missing.yaml" if text is None else "p.yaml")
+    if text is not None:
+        f.write_text(text)
+    assert main(run_folds_args("--params-file", str(f))) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (project / "runs" / "e").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_read_only_runs_folder_is_a_clear_error(tiny_comp, project, capsys):
+    (project / "runs").chmod(0o555)
+    try:
+        assert main(run_folds_args()) == 2
+    finally:
+        (project / "runs").chmod(0o755)
+    assert re.search(r"runs_dir='.*runs' cannot be written \(Permission denied\)", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("n", ["0", "1"])
+def test_fewer_than_two_folds_is_a_clear_error(tiny_comp, project, capsys, n):
+    (tiny_comp.root / "folds.csv").unlink()
+    assert main(["folds", "--n-folds", n]) == 2
+    assert f"--n-folds {n}: cross-validation needs at least 2 folds" in capsys.readouterr().err
+    assert not (tiny_comp.root / "folds.csv").exists()
+    assert main(["demo", "--n-folds", n, "--data-dir", "demo_data"]) == 2  # before the demo data is built
+    assert f"--n-folds {n}: cross-validation needs at least 2 folds" in capsys.readouterr().err
+    assert not (project / "demo_data").exists()
+
+
+def test_score_with_a_non_integer_label_is_a_clear_error(tiny_comp, project, capsys):
+    sample = pd.read_csv(tiny_comp.sample_submission, dtype=str)
+    sample.loc[3, "label"] = "seven"
+    sample.to_csv(project / "s.csv", index=False)
+    assert main(["score", str(project / "s.csv")]) == 2
+    assert "s.csv: column 'label' has 1 value(s) that are not a digit class 0..9, e.g. ['seven']" in \
+        capsys.readouterr().err

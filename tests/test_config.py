@@ -1,3 +1,7 @@
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
 from kit import KitError
@@ -42,3 +46,107 @@ def test_resolved_config_records_version_and_extra():
 def test_bad_choices_fail_before_training(params, message):
     with pytest.raises(KitError, match=message):
         TrainConfig.from_params(params)
+
+
+# (parameter, bad value, what the message must say is allowed)
+BAD = [
+    ("img_size", -1, r"at least 0 \(0: the native resolution"),
+    ("device", "foo", r"'auto', 'cpu', 'cuda', 'cuda:<n>' .*'mps'"),
+    ("device", "cuda:", "'cuda:<n>'"),
+    ("threads", -1, "at least 0"),
+    ("num_workers", -2, r"at least -1 \(.*-1: auto"),
+    ("label_smoothing", 2, "at least 0 and less than 1"),
+    ("label_smoothing", 1.0, "at least 0 and less than 1"),
+    ("lr", -1, "greater than 0"),
+    ("lr", 0, "greater than 0"),
+    ("lr", float("nan"), "greater than 0"),
+    ("backbone_lr_mult", 0, "greater than 0"),
+    ("weight_decay", -0.1, "at least 0"),
+    ("warmup_epochs", -1, "at least 0"),
+    ("clip_grad", -1, "at least 0"),
+    ("mixup", -0.2, "at least 0"),
+    ("cutmix", -0.2, "at least 0"),
+    ("mixup_off_epochs", -1, "at least 0"),
+    ("sam_rho", -0.05, "at least 0"),
+    ("ema_decay", 1.0, "at least 0 and less than 1"),
+    ("ema_decay", -0.5, "at least 0 and less than 1"),
+    ("patience", -1, "at least 0"),
+    ("freeze_epochs", -1, "at least 0"),
+    ("fold", -1, "at least 0"),
+    *[(name, 0, "at least 1") for name in ("epochs", "batch_size", "accum_steps", "sam_every", "save_top")],
+    ("model", "no_such_model", r"unknown model 'no_such_model': not a kit preset \(\['effnet_b0'.* nor a timm model"),
+    ("model", "resnet18.no_such_tag", r"Invalid pretrained tag .*'resnet18.a1_in1k'.*the bare name 'resnet18'"),
+    ("metric", "bogus", r"use one of \['accuracy', 'balanced_accuracy', 'log_loss', 'macro_f1'\] or an sklearn scorer"),
+    ("tta", "bogus", r"one of \['auto', 'none', 'hflip', 'flips', 'd4', 'multiscale'\]"),
+    ("augment", "bogus", r"one of \['none', 'light', 'medium', 'mushroom'\]"),
+    ("exp", "../escaped", "not a plain name"),
+    # a typo in every choice field
+    ("sam", "sma", r"one of \['off', 'sam', 'asam'\]"),
+    ("amp", "bf61", r"one of \['auto', 'bf16', 'fp16', 'off'\]"),
+    ("on_bad_image", "skpi", r"one of \['error', 'skip'\]"),
+    ("augment", "lihgt", r"one of \['none', 'light', 'medium', 'mushroom'\]"),
+    ("tta", "hlfip", r"one of \['auto', 'none', 'hflip'"),
+]
+
+
+@pytest.mark.parametrize("name,value,allowed", BAD, ids=[f"{n}={v!r}" for n, v, _ in BAD])
+def test_bad_values_fail_at_construction_naming_the_parameter_and_what_is_allowed(name, value, allowed):
+    with pytest.raises(KitError) as e:
+        TrainConfig(**{name: value})
+    assert str(e.value).startswith(f"parameter {name}={value!r}")
+    assert re.search(allowed, str(e.value)), str(e.value)
+
+
+@pytest.mark.parametrize("name,value", [("img_size", "-1"), ("device", "foo"), ("lr", "-1"), ("metric", "bogus")])
+def test_values_from_the_command_line_are_checked_after_coercion(name, value):
+    with pytest.raises(KitError, match=f"parameter {name}="):
+        TrainConfig.from_params({name: value})
+
+
+def test_every_choice_field_lists_its_choices_on_a_typo():
+    """Whatever field gets choices later is covered too."""
+    choice_fields = [f for f in dataclasses.fields(TrainConfig) if "choices" in f.metadata]
+    assert {f.name for f in choice_fields} >= {"sam", "amp", "on_bad_image", "augment", "tta"}
+    for f in choice_fields:
+        allowed = f.metadata["choices"]() if callable(f.metadata["choices"]) else f.metadata["choices"]
+        assert f.default in allowed
+        with pytest.raises(KitError, match=re.escape(f"{f.name}='{f.default}x' should be one of {list(allowed)}")):
+            TrainConfig(**{f.name: f"{f.default}x"})
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(KitError) as e:
+        TrainConfig(lr=-1, device="gpu", tta="flip")
+    assert [line.split("=")[0] for line in str(e.value).splitlines()] == [
+        "parameter lr", "parameter tta", "parameter device"]
+
+
+def test_valid_edge_values_pass():
+    cfg = TrainConfig(img_size=0, label_smoothing=0.0, ema_decay=0.999, num_workers=-1, threads=0, device="cuda:1",
+                      tta="d4", augment="mushroom", metric="roc_auc_ovr", model="effnet_b0", lr=1e-6, epochs=1,
+                      warmup_epochs=3, clip_grad=0.0, mixup=0.0, sam="asam", sam_rho=0.0, amp="fp16", exp="b0-384px")
+    assert (cfg.device, cfg.metric, cfg.warmup_epochs) == ("cuda:1", "roc_auc_ovr", 3)
+    for device in ("auto", "cpu", "cuda", "cuda:0", "mps"):
+        TrainConfig(device=device)
+    TrainConfig(model="resnet18.a1_in1k")  # a timm name with its pretrained tag
+
+
+def test_every_field_has_its_help_in_the_metadata_and_the_notebook_cell_is_generated_from_it():
+    """The train notebook's parameters cell is the config's: names, defaults and the help as comments."""
+    from kit.config import parameters_cell
+
+    text = (Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py").read_text()
+    start = text.index('# %% tags=["parameters"]\n') + len('# %% tags=["parameters"]\n')
+    assert text[start:text.index("\n# %%", start)] == parameters_cell()
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert helps["img_size"] == "0: the native resolution of the model (224 when unknown)"
+    assert f"img_size = 0  # {helps['img_size']}\n" in parameters_cell()
+
+
+def test_a_bad_model_name_stops_run_folds_before_any_fold_starts(project, capsys):
+    from kit.cli import main
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py"
+    code = main(["run-folds", "--exp", "bad", "--folds", "0", "--notebook", str(notebook), "--model", "no_such_model"])
+    assert code == 2 and "parameter model='no_such_model': unknown model" in capsys.readouterr().err
+    assert not (project / "runs" / "bad").exists()

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import kit.data
@@ -131,3 +132,35 @@ def test_cache_only_holds_images_no_bigger_than_their_file_and_survives_read_onl
     assert kit.data.load_image(noisy, 0, unwritable).shape == (64, 64, 3)  # cannot write: still decodes
     with pytest.raises(KitError, match="does not exist"):
         kit.data.load_image(str(tmp_path / "gone.jpg"), 0, cache)
+
+
+def augmented_batches(loader, seed):
+    loader.generator.manual_seed(seed)  # what fit_fold does at the start of each epoch
+    return [x for x, _ in loader]
+
+
+def test_loader_workers_augment_independently_and_follow_the_epoch_seed(tmp_path):
+    """Identical images: only the augmentation makes two samples differ."""
+    from kit.augment import train_transform
+
+    image = save(tmp_path / "a.png", Image.fromarray(np.random.default_rng(4).integers(0, 255, (32, 32, 3),
+                                                                                        dtype=np.uint8)))
+    ds = kit.data.ImageDataset([image] * 16, [0] * 16, train_transform("medium", 16, seed=0), size=16)
+    loader = kit.data.make_loader(ds, 4, True, num_workers=2, seed=0)
+    epoch1 = augmented_batches(loader, 1)
+    assert len(epoch1) == 4 and not any(torch.equal(epoch1[0], b) for b in epoch1[1:])  # each worker its own draws
+    assert not torch.equal(epoch1[0][0], epoch1[0][1])  # and each sample within a batch
+    epoch2 = augmented_batches(loader, 2)
+    assert not any(torch.equal(a, b) for a in epoch1 for b in epoch2)  # the epoch reaches the workers
+    again = augmented_batches(loader, 1)
+    assert all(torch.equal(a, b) for a, b in zip(epoch1, again))  # and the same epoch repeats exactly (resume)
+
+
+def test_auto_workers_are_none_on_cpu_and_bounded_on_cuda(monkeypatch):
+    assert kit.data.loader_workers(-1, torch.device("cpu")) == 0
+    assert kit.data.loader_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr(kit.data.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(kit.data.torch.cuda, "device_count", lambda: 2)
+    assert kit.data.loader_workers(-1, torch.device("cuda")) == 8
+    monkeypatch.setattr(kit.data.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert kit.data.loader_workers(-1, torch.device("cuda")) == 3

@@ -46,3 +46,14 @@ def test_leaderboard_scores_a_submission(project):
     solution.iloc[1:].to_csv(project / "short.csv", index=False)
     with pytest.raises(KitError, match=r"lacks 1 test id"):
         leaderboard_score(project / "short.csv")
+
+
+@pytest.mark.parametrize("bad", ["cat", "3.5", "12", ""])
+def test_leaderboard_names_a_label_that_is_not_a_class(project, bad):
+    build_demo("data", n=100, size=16)
+    solution = pd.read_csv(project / "data" / "_leaderboard" / "demo.csv", dtype=str)
+    solution.loc[3, "label"] = bad
+    solution.to_csv(project / "bad.csv", index=False)
+    with pytest.raises(KitError, match=rf"bad.csv: column 'label' has 1 value\(s\) that are not a digit class 0..9, "
+                                       rf"e\.g\. \['{bad}'\]"):
+        leaderboard_score(project / "bad.csv")

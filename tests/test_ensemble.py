@@ -1,9 +1,15 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+import kit
 from kit import KitError
-from kit.ensemble import blend, fit_blend_weights, honest_blend_score, load_oof, oof_frame
+from kit.ensemble import (Experiment, blend, check_compatible, fit_blend_weights, honest_blend_score, load_best_tta,
+                          load_oof)
+from kit.folds import folds_hash
+from kit.rundir import checkpoint_hash, oof_frame
 
 
 def synthetic(n=600, k=5, seed=0):
@@ -20,8 +26,8 @@ def synthetic(n=600, k=5, seed=0):
 
 
 # Caruana hill-climbing on in-sample *accuracy* does let noise in (it flips borderline rows by luck);
-# selection on a proper scoring rule does not. SLSQP always fits log loss.
-@pytest.mark.parametrize("method,metric", [("slsqp", "accuracy"), ("caruana", "log_loss")])
+# selection on a proper scoring rule does not: both methods fit log loss by default, whatever the metric.
+@pytest.mark.parametrize("method,metric", [("slsqp", "accuracy"), ("caruana", "log_loss"), ("caruana", "accuracy")])
 def test_pure_noise_model_gets_near_zero_weight(method, metric):
     y, preds = synthetic()
     w = fit_blend_weights(preds, y, method, metric)
@@ -48,7 +54,15 @@ def test_honest_score_is_not_above_in_sample_on_average():
     assert np.mean(gaps) >= 0
 
 
-def write_oof(root, exp, folds, fhash="h", drop=None, dup=None):
+def fake_fold(d, content="weights"):
+    """A fold folder as the blender sees it: a best.pt (only its bytes matter here) and config.json."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "best.pt").write_text(f"{content} {d}")
+    (d / "config.json").write_text(json.dumps({"kit_version": kit.__version__}))
+    return checkpoint_hash(d / "best.pt")
+
+
+def write_oof(root, exp, folds, fhash="h", drop=None, dup=None, targets=None):
     for k in sorted(folds["fold"].unique()):
         part = folds[folds["fold"] == k]
         if drop is not None:
@@ -57,8 +71,9 @@ def write_oof(root, exp, folds, fhash="h", drop=None, dup=None):
             part = pd.concat([part, folds[folds["id"] == dup]])
         probs = np.full((len(part), 2), 0.5)
         d = root / exp / f"fold{k}"
-        d.mkdir(parents=True)
-        oof_frame(part["id"], k, part["label"], probs, ["a", "b"], "none", fhash).to_csv(d / "oof.csv", index=False)
+        made_by = fake_fold(d)
+        y = part["label"] if targets is None else targets[part.index]
+        oof_frame(part["id"], k, y, probs, ["a", "b"], "none", fhash, made_by).to_csv(d / "oof.csv", index=False)
 
 
 @pytest.fixture
@@ -68,8 +83,6 @@ def folds():
 
 
 def test_oof_contract_holds(tmp_path, folds):
-    from kit.folds import folds_hash
-
     write_oof(tmp_path, "ok", folds, folds_hash(folds))
     e = load_oof(tmp_path, "ok", folds)
     assert e.oof["id"].tolist() == folds["id"].tolist() and e.probs.shape == (12, 2) and e.tta == "none"
@@ -82,8 +95,6 @@ def test_folds_hash_mismatch_is_refused(tmp_path, folds):
 
 
 def test_missing_and_duplicated_ids_are_named(tmp_path, folds):
-    from kit.folds import folds_hash
-
     write_oof(tmp_path, "miss", folds, folds_hash(folds), drop="i4")
     with pytest.raises(KitError, match=r"1 id\(s\) of folds.csv have no OOF prediction, e.g. \['i4'\]"):
         load_oof(tmp_path, "miss", folds)
@@ -93,38 +104,34 @@ def test_missing_and_duplicated_ids_are_named(tmp_path, folds):
 
 
 def test_missing_fold_is_named(tmp_path, folds):
-    from kit.folds import folds_hash
-
     write_oof(tmp_path, "part", folds[folds["fold"] < 2], folds_hash(folds))
     with pytest.raises(KitError, match=r"run the missing folds \[2\]"):
         load_oof(tmp_path, "part", folds)
 
 
-@pytest.mark.parametrize("space", ["prob", "logit", "power", "rank"])
-def test_blend_spaces_give_distributions_and_ignore_noise(space):
-    from kit.ensemble import blend
-
+@pytest.mark.parametrize("space,metric", [("prob", "log_loss"), ("logit", "log_loss"), ("power", "log_loss"),
+                                          ("rank", "roc_auc_ovr")])
+def test_blend_spaces_give_distributions_and_ignore_noise(space, metric):
     y, preds = synthetic()
-    w = fit_blend_weights(preds, y, "caruana", "log_loss", space=space)
+    w = fit_blend_weights(preds, y, "caruana", metric, space=space)
     p = blend(preds, w, space)
     assert np.allclose(p.sum(1), 1) and (p >= 0).all()
     assert w[2] < 0.1, (space, w)
 
 
 def test_tta_chosen_on_oof_and_ties_go_to_fewer_views(tmp_path, folds):
-    from kit.ensemble import load_best_tta
-    from kit.folds import folds_hash
-
     h = folds_hash(folds)
     for k in range(3):
         part = folds[folds["fold"] == k]
         d = tmp_path / "e" / f"fold{k}"
-        d.mkdir(parents=True)
+        made_by = fake_fold(d)
         right = np.eye(2)[part["label"]] * 0.8 + 0.1
         wrong = np.eye(2)[1 - part["label"]] * 0.8 + 0.1
         for tta, probs in (("none", right), ("hflip", wrong), ("flips", right), ("d4", right)):
-            oof_frame(part["id"], k, part["label"], probs, ["a", "b"], tta, h).to_csv(d / f"oof-{tta}.csv", index=False)
-        oof_frame(part["id"], k, part["label"], right, ["a", "b"], "none", h).to_csv(d / "oof.csv", index=False)
+            oof_frame(part["id"], k, part["label"], probs, ["a", "b"], tta, h, made_by).to_csv(d / f"oof-{tta}.csv",
+                                                                                             index=False)
+        oof_frame(part["id"], k, part["label"], right, ["a", "b"], "none", h, made_by).to_csv(d / "oof.csv",
+                                                                                            index=False)
     e, table = load_best_tta(tmp_path, "e", folds)
     assert e.tta == "none"  # ties with flips and d4: the cheapest wins
     assert table.set_index("tta")["oof_accuracy"].to_dict() == {"none": 1.0, "flips": 1.0, "d4": 1.0, "hflip": 0.0}
@@ -142,14 +149,15 @@ def test_any_sklearn_scorer_is_a_metric():
         metric_value("acc", y, preds[0])
 
 
-def test_caruana_in_sample_is_never_below_the_best_single_model():
-    from kit.metrics import metric_value
+@pytest.mark.parametrize("fit_metric", ["accuracy", "log_loss"])
+def test_caruana_in_sample_is_never_below_the_best_single_model_on_what_it_fits(fit_metric):
+    from kit.metrics import score
 
     for seed in range(5):
         y, preds = synthetic(n=200, seed=seed)
-        w = fit_blend_weights(preds, y, "caruana", "accuracy")
-        best = max(metric_value("accuracy", y, p) for p in preds)
-        assert metric_value("accuracy", y, blend(preds, w)) >= best
+        w = fit_blend_weights(preds, y, "caruana", "accuracy", fit_metric=fit_metric)
+        best = max(score(fit_metric, y, p) for p in preds)
+        assert score(fit_metric, y, blend(preds, w)) >= best - 1e-6
 
 
 def test_numpy_accuracy_and_log_loss_equal_sklearn():
@@ -166,3 +174,91 @@ def test_numpy_accuracy_and_log_loss_equal_sklearn():
         assert metric_value("log_loss", y, p) == pytest.approx(ref, rel=1e-9)  # 1e-15 floor in float32
         assert metric_value("accuracy", y, p) == skm.accuracy_score(y, p.argmax(1))
 
+
+
+def test_oof_made_by_an_earlier_checkpoint_is_refused(tmp_path, folds):
+    write_oof(tmp_path, "e", folds, folds_hash(folds))
+    (tmp_path / "e" / "fold1" / "best.pt").write_text("retrained")  # a rerun whose OOF was not written (yet)
+    with pytest.raises(KitError, match=r"fold1/oof.csv was made by checkpoint \['\w{16}'\], but .*fold1/best.pt is "
+                                       r"now \w{16}: it is left from an earlier run of fold 1"):
+        load_oof(tmp_path, "e", folds)
+
+
+def test_oof_of_a_fold_without_its_checkpoint_is_refused(tmp_path, folds):
+    write_oof(tmp_path, "e", folds, folds_hash(folds))
+    (tmp_path / "e" / "fold2" / "best.pt").unlink()
+    with pytest.raises(KitError, match=r"experiment 'e' fold2: .*fold2/best.pt is missing"):
+        load_oof(tmp_path, "e", folds)
+
+
+def test_experiments_trained_on_different_labels_are_refused_naming_both(folds):
+    def exp(name, targets):
+        oof = folds.assign(target=targets)
+        return Experiment(name, oof, np.full((len(folds), 2), 0.5), ["a", "b"], "none", folds_hash(folds))
+
+    y = folds["label"].to_numpy()
+    relabelled = y.copy()
+    relabelled[4] = 1 - relabelled[4]
+    check_compatible([exp("old", y), exp("same", y.copy())])
+    with pytest.raises(KitError, match=r"experiments 'old' and 'new' were trained on different labels: 1 row\(s\) "
+                                       r"differ, e.g. id 'i4' is 'a' in 'old' and 'b' in 'new'"):
+        check_compatible([exp("old", y), exp("new", relabelled)])
+
+
+def test_nested_honest_score_is_not_optimistic_about_equal_tta_presets():
+    """5 "TTA presets" per experiment, all pure noise (equally worthless in truth): picking the best on all
+    OOF rows before cross-fitting the weights overstates the blend (the old honest score); choosing the
+    preset inside the cross-fit gives chance."""
+    nested, picked_on_all_rows = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        y, fold = rng.integers(0, 2, 300), np.arange(300) % 5
+        presets = [[rng.dirichlet(np.ones(2), 300) for _ in range(5)] for _ in range(2)]
+        chosen = [max(c, key=lambda p: (p.argmax(1) == y).mean()) for c in presets]
+        picked_on_all_rows.append(honest_blend_score(chosen, y, fold)[0])
+        nested.append(honest_blend_score(presets, y, fold)[0])
+    assert np.mean(picked_on_all_rows) > 0.51  # the leak this test is sensitive to: about +0.02
+    assert abs(np.mean(nested) - 0.5) < 0.01  # chance, within ~2 standard errors
+
+
+def test_noise_models_get_no_weight_by_default_and_the_blend_keeps_the_good_model():
+    """1 good model + 10 noise models, reported in accuracy: weights fitted on accuracy let the noise in
+    (it flips borderline rows by luck); the default (log loss) leaves it out."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        y, fold = rng.integers(0, 5, 600), np.arange(600) % 5
+        logits = 2 * np.eye(5)[y] + rng.normal(size=(600, 5))
+        good = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        preds = [good] + [rng.dirichlet(np.ones(5), 600) for _ in range(10)]
+        w = fit_blend_weights(preds, y, "caruana", "accuracy")
+        assert w[1:].sum() < 0.02, w
+        honest, _ = honest_blend_score(preds, y, fold, "caruana", "accuracy")
+        assert honest >= (good.argmax(1) == y).mean() - 1e-9
+    assert fit_blend_weights(preds, y, "caruana", "accuracy", fit_metric="accuracy")[1:].sum() > 0.1  # the mutant
+
+
+@pytest.mark.parametrize("space", ["prob", "logit", "power"])
+def test_one_model_blended_alone_is_itself(space):
+    from kit.metrics import metric_value
+
+    y, preds = synthetic()
+    p = blend([preds[0]], np.ones(1), space, power=3.0)
+    assert np.allclose(p, preds[0], atol=1e-9)
+    assert metric_value("log_loss", y, p) == pytest.approx(metric_value("log_loss", y, preds[0]))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "macro_f1"])
+def test_rank_space_is_only_for_ranking_metrics(metric):
+    y, preds = synthetic()
+    with pytest.raises(KitError, match=f"space='rank' .* metric={metric!r} reads probabilities"):
+        fit_blend_weights(preds, y, "caruana", metric, space="rank")
+    with pytest.raises(KitError, match="space='rank'"):
+        honest_blend_score(preds, y, np.arange(len(y)) % 3, "mean", metric, space="rank")
+    w = fit_blend_weights(preds, y, "caruana", "roc_auc_ovr", space="rank")  # AUC reads only the order
+    assert w[2] < 0.1
+
+
+def test_slsqp_fits_log_loss_only():
+    y, preds = synthetic()
+    with pytest.raises(KitError, match="method='slsqp' minimizes log loss.*fit_metric='accuracy'"):
+        fit_blend_weights(preds, y, "slsqp", "accuracy", fit_metric="accuracy")

@@ -59,8 +59,44 @@ def test_too_small_class_is_explained():
         make_folds(c, n_folds=3)
 
 
+@pytest.mark.parametrize("n", [0, 1, 2.5, "5", True])
+def test_fewer_than_two_folds_is_refused_by_name(n):
+    with pytest.raises(KitError, match=r"n_folds=.*at least 2 folds"):
+        make_folds(comp(), n_folds=n)
+
+
 def test_train_ids_missing_from_folds_are_reported():
     c = comp()
     f = make_folds(c, n_folds=3).iloc[1:]
     with pytest.raises(KitError, match=r"1 train id\(s\) are not in folds.csv"):
         attach_folds(c, f)
+
+
+def test_relabelling_one_row_changes_the_hash():
+    f = make_folds(comp(), n_folds=3)
+    relabelled = f.copy()
+    relabelled.loc[5, "label"] = (relabelled.loc[5, "label"] + 1) % 3
+    assert folds_hash(relabelled) != folds_hash(f)
+
+
+def test_labels_are_read_back_as_written(tmp_path):
+    p = tmp_path / "folds.csv"
+    f = pd.DataFrame({"id": ["a", "b", "c", "NA"], "label": ["03", "None", "03", "x"], "fold": [0, 1, 0, 1]})
+    h = write_folds(f, p)
+    back = read_folds(p)  # no "edited after it was written": the labels hash as written
+    assert back["label"].tolist() == ["03", "None", "03", "x"] and back["id"].tolist()[-1] == "NA"
+    assert folds_hash(back) == h
+
+
+def test_folds_json_of_an_older_kit_is_explained(tmp_path):
+    import hashlib
+    import json
+
+    p = tmp_path / "folds.csv"
+    f = make_folds(comp(), n_folds=3)
+    write_folds(f, p)
+    pairs = f[["id", "fold"]].astype(str).sort_values("id")  # the old hash: ids and folds only
+    old = hashlib.sha256("\n".join(pairs["id"] + "," + pairs["fold"]).encode()).hexdigest()[:16]
+    p.with_suffix(".json").write_text(json.dumps({"hash": old}))
+    with pytest.raises(KitError, match="folds.json holds a hash of ids and folds only, written by an older kit"):
+        read_folds(p)

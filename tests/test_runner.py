@@ -1,7 +1,9 @@
 """The fold runner: parallel worker processes, failures, resume after a kill, Ray, preflight checks."""
 
+import contextlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -18,13 +20,39 @@ from kit.cli import main
 from kit.runner import run_folds
 from kit.train import is_complete
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py"
+NOTEBOOK = Path(kit.runner.__file__).resolve().parents[1] / "notebooks" / "train_fold.py"  # the kit under test's
 TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 32, "tta": "none"}
 FILES = {"best.pt", "last.pt", "history.csv", "oof.csv", "config.json", "train_fold.ipynb", "run.log", "job.json"}
 
 
 def folder(project, exp, k):
     return project / "runs" / exp / f"fold{k}"
+
+
+def processes_of(project: Path) -> list[str]:
+    """Live processes started for this project: its KIT_ROOT is in their environment (CLI, workers, kernels)."""
+    marks = {f"KIT_ROOT={project}".encode(), f"KIT_ROOT={project.resolve()}".encode()}
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            env = set((p / "environ").read_bytes().split(b"\0"))
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if env & marks and state != "Z":  # a zombie runs nothing: it waits for its reaper
+            found.append(f"{p.name}: {cmd}")
+    return found
+
+
+def processes_left(project: Path, timeout: float = 3) -> list[str]:
+    """What still runs `timeout` s later: a parent-death signal is immediate, a worker left alone trains on."""
+    deadline = time.time() + timeout
+    while (left := processes_of(project)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 @pytest.mark.slow
@@ -55,10 +83,13 @@ def test_a_failing_fold_leaves_the_other_complete_and_exits_nonzero(tiny_comp, p
     assert re.search(r"f/fold1 +failed", out) and "boom in fold 1" in err and "fold1/train_fold.ipynb" in err
 
 
+LONG = {**TINY, "epochs": 30}
+
+
 @pytest.mark.slow
 def test_rerun_skips_finished_folds_and_resumes_a_killed_one(tiny_comp, project):
-    run_folds("r", [1], TINY, NOTEBOOK)  # fold 1 finished earlier
-    params = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 30, "img_size": 32}.items()]
+    run_folds("r", [1], LONG, NOTEBOOK)  # fold 1 finished earlier
+    params = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
     proc = subprocess.Popen([sys.executable, "-m", "kit.cli", "run-folds", "--exp", "r", "--folds", "0",
                              "--notebook", str(NOTEBOOK), *params], cwd=project, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
@@ -66,14 +97,15 @@ def test_rerun_skips_finished_folds_and_resumes_a_killed_one(tiny_comp, project)
     deadline = time.time() + 240
     while time.time() < deadline and not (hist.is_file() and len(pd.read_csv(hist)) >= 2):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner, its worker and the kernel, mid-training
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner, mid-training: its worker and kernel die with it
     proc.wait()
+    assert not processes_left(project)
     killed_at = len(pd.read_csv(hist))
     assert 2 <= killed_at < 30 and not is_complete(folder(project, "r", 0))
 
-    summary = run_folds("r", [0, 1], {**TINY, "epochs": 30, "img_size": 32}, NOTEBOOK)
+    summary = run_folds("r", [0, 1], LONG, NOTEBOOK)
     assert summary["status"].tolist() == ["done", "skipped"]
-    assert pd.read_csv(hist)["epoch"].tolist() == list(range(30))
+    assert pd.read_csv(hist)["epoch"].tolist() == list(range(1, 31))  # epochs count from 1
     log = (folder(project, "r", 0) / "run.log").read_text()
     assert re.search(r"resuming r fold 0 at epoch (\d+)", log)
     assert int(re.search(r"at epoch (\d+)", log).group(1)) >= killed_at - 1
@@ -114,3 +146,135 @@ def test_unknown_backend_and_parameter_fail_before_any_fold(tiny_comp, project):
     with pytest.raises(KitError, match=r"parameter\(s\) \['epoch'\] are not in the parameters cell"):
         run_folds("u", [0], {"epoch": 1}, NOTEBOOK)
     assert not (project / "runs" / "u").exists()
+
+
+# --- one writer per fold; nothing outlives the run (issue 12 item 3) ----------------------------------------
+
+def cli_flags(params: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+
+
+def test_a_fold_held_by_another_run_is_reported_busy_and_released_when_its_holder_dies(tiny_comp, project, capsys):
+    from kit.lock import fold_lock
+
+    d = folder(project, "busy", 0)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from kit.lock import fold_lock\n"
+                               "with fold_lock(sys.argv[1], 'kit run-folds --exp busy'):\n"
+                               "    print('locked', flush=True); time.sleep(120)", str(d)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        summary = run_folds("busy", [0, 1], {**TINY, "epochs": 1}, NOTEBOOK, jobs=2, stagger=0)
+        assert summary["status"].tolist() == ["busy", "done"]
+        error = summary["error"].iloc[0]
+        assert f"is being written by pid {holder.pid} on " in error and "(kit run-folds --exp busy)" in error
+        assert not (d / "run.log").exists() and not (d / "config.json").exists()  # not touched at all
+        with pytest.raises(KitError, match=f"pid {holder.pid}"):
+            with fold_lock(d):
+                pass
+        # training the fold directly (`kit train`, a notebook) takes the same lock
+        assert main(["train", "--exp", "busy", "--fold", "0", *cli_flags(TINY)]) == 2
+        assert not (d / "config.json").exists()
+        assert f"is being written by pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    with fold_lock(d):  # a killed holder leaves no stale lock behind
+        assert json.loads((d / ".lock").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.slow
+def test_finished_fold_rerun_with_other_parameters_says_which_and_force_retrains(tiny_comp, project, capsys):
+    run_folds("d", [0], TINY, NOTEBOOK)
+    same = run_folds("d", [0], {**TINY, "device": "cpu", "threads": 1}, NOTEBOOK)  # speed only: still the same run
+    assert same["status"].tolist() == ["skipped"]
+    code = main(["run-folds", "--exp", "d", "--folds", "0", "--notebook", str(NOTEBOOK),
+                 *cli_flags({**TINY, "model": "test_efficientnet", "lr": 0.01})])
+    out, err = capsys.readouterr()
+    assert code == 1 and re.search(r"d/fold0 +differs", out)
+    assert "model 'test_resnet' -> 'test_efficientnet'" in err and "lr 0.003 -> 0.01" in err and "--force" in err
+    assert json.loads((folder(project, "d", 0) / "config.json").read_text())["model"] == "test_resnet"
+
+    assert main(["run-folds", "--exp", "d", "--folds", "0", "--notebook", str(NOTEBOOK), "--force",
+                 *cli_flags({**TINY, "model": "test_efficientnet", "lr": 0.01})]) == 0
+    d = folder(project, "d", 0)
+    assert json.loads((d / "config.json").read_text())["model"] == "test_efficientnet"
+    executed = json.loads((d / "train_fold.ipynb").read_text())
+    injected = next(c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "resume = False" in "".join(injected["source"])  # afresh: the training side clears the old run
+    assert "resuming" not in (d / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_killing_run_folds_leaves_no_worker_or_kernel_and_a_rerun_finishes(tiny_comp, project):
+    """SIGKILL (and once SIGTERM) of `kit run-folds` at 6 points, from start-up to mid-training with both
+    folds' kernels alive: each time, within seconds no process of the run is left (workers and kernels
+    die with their parent), and once a second run-folds on the same folds is refused as busy."""
+    params = {**TINY, "epochs": 8}
+    cmd = [sys.executable, "-m", "kit.cli", "run-folds", "--exp", "k", "--folds", "0,1", "--jobs", "2",
+           "--stagger", "0", "--force", "--notebook", str(NOTEBOOK), *cli_flags(params)]
+    kernels = lambda: [p for p in processes_of(project) if "ipykernel_launcher" in p]  # noqa: E731
+    workers = lambda: [p for p in processes_of(project) if "kit.runner" in p]  # noqa: E731
+    history = lambda: any((folder(project, "k", k) / "history.csv").is_file() for k in (0, 1))  # noqa: E731
+    stages = [(lambda: True, 1.5, signal.SIGKILL),  # start-up: kernel check
+              (lambda: workers(), 1.0, signal.SIGKILL),
+              (lambda: workers() and kernels(), 1.5, signal.SIGKILL),  # a worker's kernel starting
+              (lambda: len(kernels()) == 2, 0.5, signal.SIGTERM),
+              (history, 0.3, signal.SIGKILL),  # mid-training
+              (lambda: len(kernels()) == 2, 2.0, signal.SIGKILL)]
+    rng = random.Random(0)
+    alive_at_kill, refused = [], False
+    for ready, jitter, sig in stages:
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 120
+        while not ready() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, jitter))
+        if not refused and len(kernels()) == 2:  # a second run on the same experiment while this one trains
+            second = run_folds("k", [0, 1], params, NOTEBOOK)
+            assert second["status"].tolist() == ["busy", "busy"], second.to_dict("records")
+            assert f"pid {proc.pid} " in second["error"].iloc[0]
+            refused = True
+        alive_at_kill.append(len(kernels()))
+        proc.send_signal(sig)
+        proc.wait()
+        left = processes_left(project)
+        assert not left, f"after {sig.name}: {left}"
+    assert refused and sum(n > 0 for n in alive_at_kill) >= 3, alive_at_kill  # most kills hit running kernels
+    summary = run_folds("k", [0, 1], params, NOTEBOOK, jobs=2, stagger=0)
+    assert set(summary["status"]) <= {"done", "skipped"}, summary.to_dict("records")
+    assert all(is_complete(folder(project, "k", k)) for k in (0, 1))
+    assert pd.read_csv(folder(project, "k", 0) / "history.csv")["epoch"].tolist() == list(range(1, 9))
+    assert not processes_of(project)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])  # darwin: the heartbeat used where prctl is missing
+def test_a_process_bound_by_lifetime_dies_when_its_parent_is_killed(platform):
+    child = (f"import sys, time; sys.platform = {platform!r}\n"
+             "from kit.lifetime import die_with_parent\n"
+             "die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(60)")
+    parent = ("import os, subprocess, sys, time\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], stdout=subprocess.PIPE, "
+              "text=True)\n"
+              "c.stdout.readline(); print(c.pid, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pid = int(proc.stdout.readline())
+        assert alive(pid)
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 3
+        while alive(pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -81,19 +81,22 @@ def test_both_passes_see_the_same_mixed_batch_and_soft_targets():
     assert len(seen) == 2 and torch.equal(seen[0][0], seen[1][0]) and torch.equal(seen[0][1], seen[1][1])
 
 
-def test_sam_matches_the_reference_two_step_algorithm():
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_matches_the_reference_two_step_algorithm(adaptive):
     model, ref = mlp(), mlp()
     x, y = data()
-    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.1)
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.1, adaptive=adaptive)
     sam_update(model, opt, [(x, y)], ce)
-    # reference: w_adv = w + rho * g / ||g||; w <- w - lr * grad(w_adv)
+    # reference: w_adv = w + rho * T^2 g / ||T g||; w <- w - lr * grad(w_adv)
+    # SAM: T = 1. ASAM (Kwon et al.; SamsungLabs/ASAM): T = |w| + 0.01 on weights, T = 1 on biases
     ce(ref, x, y).backward()
     g = [p.grad.clone() for p in ref.parameters()]
-    norm = torch.norm(torch.stack([t.norm() for t in g]))
+    t = [p.detach().abs() + 0.01 if adaptive and p.ndim > 1 else torch.ones_like(p) for p in ref.parameters()]
+    norm = torch.norm(torch.stack([(ti * gi).norm() for ti, gi in zip(t, g)]))
     with torch.no_grad():
         saved = [p.clone() for p in ref.parameters()]
-        for p, gi in zip(ref.parameters(), g):
-            p.add_(0.1 * gi / norm)
+        for p, ti, gi in zip(ref.parameters(), t, g):
+            p.add_(0.1 * ti * ti * gi / norm)
     ref.zero_grad()
     ce(ref, x, y).backward()
     with torch.no_grad():
@@ -192,3 +195,86 @@ def test_closure_step_matches_sam_update():
     ce(b, x, y).backward()
     opt_b.step(lambda: ce(b, x, y).backward())
     assert_same_weights(a, b)
+
+
+def test_bn_freeze_survives_an_inf_activation_in_the_second_pass():
+    """The second pass may meet an inf activation: running stats stay finite and unchanged."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8)).train()
+    model(data()[0])  # running stats away from their init
+    before = bn_stats(model)
+    x = data()[0]
+    x[0, 0] = float("inf")
+    with bn_frozen(model):
+        model(x)
+    after = bn_stats(model)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_first_pass_fp16_skip_resets_the_growth_tracker_like_gradscaler():
+    """good, inf, good, good with growth_interval=2: the same scales as GradScaler's own skip gives.
+
+    Growing needs 2 good steps in a row since the last skip: 1024, 512, 512, 1024 (not 1024, 512, 1024).
+    """
+    x, y = data()
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    batches = [x, bad, x, x]
+
+    model = mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=2)
+    scales, steps = [], []
+    for b in batches:
+        steps.append(sam_update(model, opt, [(b, y)], ce, scaler=scaler)[1])
+        scales.append(scaler.get_scale())
+
+    plain = mlp()
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    plain_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=2)
+    plain_scales = []
+    for b in batches:
+        plain_opt.zero_grad()
+        plain_scaler.scale(ce(plain, b, y)).backward()
+        plain_scaler.step(plain_opt)
+        plain_scaler.update()
+        plain_scales.append(plain_scaler.get_scale())
+    assert steps == [True, False, True, True]
+    assert scales == plain_scales == [1024.0, 512.0, 512.0, 1024.0]
+
+
+def zero_bias_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    nn.init.zeros_(model[0].bias)
+    nn.init.zeros_(model[2].bias)
+    return model
+
+
+def test_asam_perturbs_a_zero_initialised_bias():
+    """|w| scaling (davda54/sam) leaves a zero bias at zero: ASAM's T = 1 on biases moves it."""
+    model = zero_bias_model()
+    x, y = data()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.5, adaptive=True)
+    ce(model, x, y).backward()
+    opt.first_step()
+    assert model[0].bias.abs().min() > 0 and model[2].bias.abs().min() > 0
+
+
+def test_asam_uses_parameter_names_when_the_optimizer_has_them():
+    """Named parameters (torch's param_names): 'weight' in the name decides, as in SamsungLabs/ASAM,
+    so a norm layer's 1-d weight gets T = |w| + eta and its bias T = 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2.0)
+    x, y = data()
+    ce(model, x, y).backward()
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = {n: p.grad.clone() for n, p in model.named_parameters()}
+    opt = SAM(model.named_parameters(), torch.optim.SGD, lr=0.1, rho=0.5, adaptive=True)
+    opt.first_step()
+    t = {n: w.abs() + 0.01 if "weight" in n else torch.ones_like(w) for n, w in w0.items()}
+    norm = torch.norm(torch.stack([(t[n] * g[n]).norm() for n in w0]))
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, w0[n] + 0.5 * t[n] ** 2 * g[n] / norm, atol=1e-6), n

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -8,7 +9,8 @@ import kit.train
 from kit import KitError
 from kit.config import TrainConfig
 from kit.folds import folds_hash, folds_path, read_folds
-from kit.train import fit_fold, is_complete
+from kit.rundir import is_complete
+from kit.train import fit_fold
 
 TINY = dict(model="test_resnet", img_size=16, batch_size=32)
 
@@ -21,10 +23,10 @@ def test_one_fold_writes_the_run_folder_contract(tiny_comp):
     assert config["folds_hash"] == folds_hash(folds) and config["seed"] == 42 and config["kit_version"]
     assert config["epochs"] == 2 and config["timm_name"] == "test_resnet" and config["amp_resolved"] == "off"
     history = pd.read_csv(r.dir / "history.csv")
-    assert history["epoch"].tolist() == [0, 1] and {"train_loss", "val_loss", "val_accuracy"} <= set(history)
+    assert history["epoch"].tolist() == [1, 2] and {"train_loss", "val_loss", "val_accuracy"} <= set(history)
     ckpt = torch.load(r.dir / "best.pt", weights_only=True)  # safe to load
     assert ckpt["epoch"] == r.best_epoch and ckpt["classes"] == [str(c) for c in range(10)]
-    torch.load(r.dir / "last.pt", weights_only=True)
+    assert torch.load(r.dir / "last.pt", weights_only=True)["epoch"] == 2  # epochs done, numbered as in history
     oof = pd.read_csv(r.dir / "oof.csv", dtype={"id": str})
     val_ids = set(folds.loc[folds["fold"] == 1, "id"])
     assert set(oof["id"]) == val_ids and len(oof) == len(val_ids)
@@ -42,7 +44,8 @@ def weights(path, key="model"):
     return torch.load(path, weights_only=True)[key]
 
 
-@pytest.mark.parametrize("extra", [{}, {"sam": "sam", "mixup": 0.4, "ema_decay": 0.9, "accum_steps": 2}])
+@pytest.mark.parametrize("extra", [{}, {"sam": "sam", "mixup": 0.4, "ema_decay": 0.9, "accum_steps": 2},
+                                   {"num_workers": 2, "augment": "medium"}])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monkeypatch, extra):
     cfg = dict(epochs=4, save_top=2, **TINY, **extra)
     fit_fold(TrainConfig(exp="straight", **cfg))
@@ -60,32 +63,52 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monke
         fit_fold(TrainConfig(exp="resumed", **cfg))
     monkeypatch.setattr(kit.train, "train_one_epoch", real)
     r = fit_fold(TrainConfig(exp="resumed", **cfg))
-    assert r.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert r.history["epoch"].tolist() == [1, 2, 3, 4]
     runs = tiny_comp.root.parent.parent / "runs"
-    for key in ("model", "ema") if extra else ("model",):
+    for key in ("model", "ema") if "ema_decay" in extra else ("model",):
         a, b = weights(runs / "straight/fold0/last.pt", key), weights(runs / "resumed/fold0/last.pt", key)
         assert all(torch.equal(a[k], b[k]) for k in a), key
     assert pd.read_csv(runs / "straight/fold0/history.csv").drop(columns="seconds").equals(
         r.history.drop(columns="seconds"))
 
 
-def test_ema_weights_differ_from_raw_and_are_what_is_saved(tiny_comp):
+def test_ema_weights_differ_from_raw_and_are_what_is_saved(tiny_comp, monkeypatch):
+    scores = iter([0.1, 0.2])  # the last epoch is the best: best.pt must hold the EMA that last.pt holds
+    monkeypatch.setattr(kit.train, "score", lambda *a: next(scores))
     r = fit_fold(TrainConfig(exp="ema", epochs=2, ema_decay=0.9, save_top=1, **TINY))
     best, last = weights(r.dir / "best.pt"), torch.load(r.dir / "last.pt", weights_only=True)
     raw, ema = last["model"], last["ema"]
+    assert r.best_epoch == 2
     assert not all(torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
-    if r.best_epoch == 1:
-        assert all(torch.equal(best[k], ema[k]) for k in best)
-    assert not all(torch.equal(best[k], raw[k]) for k in best if best[k].is_floating_point())
+    assert all(torch.equal(best[k], ema[k]) for k in best)
 
 
-def test_top_n_checkpoints_and_early_stopping(tiny_comp, monkeypatch):
+def test_ema_warms_up_so_a_short_run_moves_away_from_the_initial_weights(tiny_comp):
+    """With a fixed decay 0.999 the EMA of 10 updates is ~99% the weights after the first update."""
+    from kit.models import create_model
+
+    r = fit_fold(TrainConfig(exp="emaw", epochs=1, ema_decay=0.999, **{**TINY, "batch_size": 8}))
+    torch.manual_seed(42)
+    init = create_model("test_resnet", 10).state_dict()
+    last = torch.load(r.dir / "last.pt", weights_only=True)
+    assert last["step"] == 10
+    names = [k for k in init if init[k].is_floating_point() and "running" not in k]
+
+    def moved(state):
+        return torch.cat([(state[k] - init[k]).flatten() for k in names]).norm()
+
+    assert moved(last["ema"]) > 0.5 * moved(last["model"])
+
+
+def test_top_n_checkpoints_and_early_stopping(tiny_comp, monkeypatch, capsys):
     scores = iter([0.5, 0.7, 0.6, 0.4, 0.3, 0.2])
     monkeypatch.setattr(kit.train, "score", lambda *a: next(scores))
     r = fit_fold(TrainConfig(exp="top", epochs=6, save_top=2, patience=3, **TINY))
-    assert r.history["epoch"].tolist() == [0, 1, 2, 3, 4]  # stopped 3 epochs after the best (epoch 1)
-    assert weights(r.dir / "best.pt", "epoch") == 1
-    assert sorted(p.name for p in r.dir.glob("top-*.pt")) == ["top-002.pt"]  # the second best
+    assert r.history["epoch"].tolist() == [1, 2, 3, 4, 5]  # stopped 3 epochs after the best (epoch 2)
+    assert weights(r.dir / "best.pt", "epoch") == r.best_epoch == 2
+    assert sorted(p.name for p in r.dir.glob("top-*.pt")) == ["top-003.pt"]  # the second best
+    out = capsys.readouterr().out  # the log numbers epochs as history, checkpoints and FoldResult do
+    assert re.search(r"^epoch 2/6 .*\*best", out, re.M) and "early stop after epoch 5" in out
 
 
 def test_frozen_backbone_epoch_changes_only_the_head(tiny_comp):
@@ -130,6 +153,35 @@ def test_sam_every_n_steps_and_mixup_off_for_the_last_epochs(tiny_comp, monkeypa
     assert len(r.history) == 2
 
 
+def test_accumulation_schedule_counts_the_partial_group_of_each_epoch(tiny_comp):
+    """80 training images in batches of 8: 10 batches, in updates of 4, 4 and a partial 2 per epoch."""
+    r = fit_fold(TrainConfig(exp="acc", epochs=3, accum_steps=4, lr=1e-2, **{**TINY, "batch_size": 8}))
+    last = torch.load(r.dir / "last.pt", weights_only=True)
+    assert last["step"] == last["scheduler"]["t_initial"] == 9 and last["scheduler"]["warmup_t"] == 3
+    lr_min = 1e-2 / 100
+    assert (r.history["lr"].iloc[:2] > 2 * lr_min).all()  # the last epoch does not run at the floor
+    assert r.history["lr"].iloc[2] == pytest.approx(lr_min)  # the floor is reached at the last update
+
+
+@pytest.mark.parametrize("mult", [0.1, 0.001])
+def test_differential_lr_ratio_holds_through_warmup_and_decay(mult):
+    from kit.models import create_model
+    from kit.train import TrainState
+
+    model = create_model("test_resnet", 3)
+    cfg = TrainConfig(lr=1e-3, backbone_lr_mult=mult, epochs=4, warmup_epochs=1)
+    state = TrainState.build(model, cfg, 5, 3, torch.device("cpu"), None)
+    opt, sched = state.opt, state.sched
+    seen = []
+    for t in range(sched.t_initial + 1):  # update 0 (warmup start), warmup, peak, decay, the floor
+        if t:
+            sched.step_update(t)
+        lrs = {g["part"]: g["lr"] for g in opt.param_groups}
+        seen.append(lrs["head"])
+        assert lrs["backbone"] == pytest.approx(mult * lrs["head"], rel=1e-9), t
+    assert seen[0] == pytest.approx(1e-5) and max(seen) > 5e-4 and seen[-1] == pytest.approx(1e-5)
+
+
 def test_differential_lr_and_no_decay_on_norms():
     from kit.models import create_model
     from kit.train import param_groups
@@ -146,3 +198,129 @@ def test_bf16_autocast_runs_on_cpu(tiny_comp):
     r = fit_fold(TrainConfig(exp="bf16", epochs=1, amp="bf16", **TINY))
     assert json.loads((r.dir / "config.json").read_text())["amp_resolved"] == "bfloat16"
     assert r.oof[[str(c) for c in range(10)]].notna().all().all()
+
+
+def interrupted_after_epoch_2(monkeypatch, cfg: TrainConfig):
+    real = kit.train.train_one_epoch
+    calls = []
+
+    def dies_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(kit.train, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit_fold(cfg)
+    monkeypatch.setattr(kit.train, "train_one_epoch", real)
+
+
+def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp, monkeypatch, capsys):
+    cfg = dict(exp="p", epochs=4, **TINY)
+    interrupted_after_epoch_2(monkeypatch, TrainConfig(**cfg))
+    folder = tiny_comp.root.parent.parent / "runs" / "p" / "fold0"
+    with pytest.raises(KitError, match=r"last.pt was trained with other parameters "
+                                       r"\(img_size: 16 -> 32, lr: 0.003 -> 0.001\).*resume=False.*--force"):
+        fit_fold(TrainConfig(**{**cfg, "lr": 1e-3, "img_size": 32}))
+    assert json.loads((folder / "config.json").read_text())["lr"] == 3e-3  # nothing rewritten by the refused run
+    assert torch.load(folder / "last.pt", weights_only=True)["epoch"] == 2
+    capsys.readouterr()
+    r = fit_fold(TrainConfig(**cfg, threads=1, image_cache=False))  # runtime-only parameters may change
+    assert "resuming p fold 0 at epoch 3" in capsys.readouterr().out and r.history["epoch"].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("how", [{"resume": False}, {"no_last": True}])
+def test_a_fresh_start_removes_what_an_older_run_wrote_and_nothing_else(tiny_comp, monkeypatch, how):
+    cfg = dict(exp="old", epochs=3, save_top=3, tta="none", **TINY)
+    interrupted_after_epoch_2(monkeypatch, TrainConfig(**cfg))
+    folder = tiny_comp.root.parent.parent / "runs" / "old" / "fold0"
+    for name in ("oof-d4.csv", "test_d4.csv", "test_none.csv", "top-017.pt"):  # an older run's, another tta's
+        (folder / name).write_text("old")
+    for name in ("notes.txt", "test_ideas.txt", "top-picks.csv", "best.pt.bak"):  # the user's own files
+        (folder / name).write_text("mine")
+    if how.get("no_last"):
+        (folder / "last.pt").unlink()
+    assert len(list(folder.glob("top-*.pt"))) == 2  # the second best of the 2 epochs, and top-017.pt
+    fit_fold(TrainConfig(**{**cfg, "epochs": 1, "resume": how.get("resume", True)}))
+    names = {p.name for p in folder.iterdir()}
+    assert {"notes.txt", "test_ideas.txt", "top-picks.csv", "best.pt.bak"} <= names
+    assert not names & {"oof-d4.csv", "test_d4.csv", "test_none.csv"} and not list(folder.glob("top-*.pt")), names
+    assert pd.read_csv(folder / "history.csv")["epoch"].tolist() == [1]
+    assert torch.load(folder / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_mixup_on_a_training_fold_smaller_than_an_odd_batch(tiny_comp, monkeypatch):
+    """79 training images (one unreadable, skipped) and batch_size 128: one odd batch, nothing dropped."""
+    from pathlib import Path
+
+    folds = pd.read_csv(folds_path(tiny_comp), dtype={"id": str})
+    one = folds.loc[folds["fold"] != 0, "id"].iloc[0]
+    path = Path(tiny_comp.train.set_index("id").loc[one, "path"])
+    path.write_bytes(path.read_bytes()[:40])
+    seen = []
+    real = kit.train.sam_update
+
+    def spy(model, opt, micro_batches, *a, **k):
+        seen.append([(len(x), t.ndim) for x, t in micro_batches])
+        return real(model, opt, micro_batches, *a, **k)
+
+    monkeypatch.setattr(kit.train, "sam_update", spy)
+    r = fit_fold(TrainConfig(exp="mix", epochs=2, mixup=0.4, cutmix=1.0, on_bad_image="skip",
+                             **{**TINY, "batch_size": 128}))
+    assert seen == [[(78, 2)], [(78, 2)]]  # mixed (soft targets), one sample sitting each epoch out
+    assert len(r.history) == 2
+
+
+def test_training_changes_names_what_shapes_training_only():
+    from kit.config import training_changes
+
+    old = TrainConfig(lr=3e-3, model="test_resnet").to_dict()
+    new = TrainConfig(lr=1e-3, model="test_resnet", device="cpu", num_workers=2, tta="d4", runs_dir="/abs/runs",
+                      exp="other", resume=False, threads=1, image_cache=False).to_dict()
+    assert training_changes(old, new) == {"lr": (3e-3, 1e-3)}
+    assert training_changes({k: v for k, v in old.items() if k != "lr"}, new) == {}  # an older file's missing name
+    assert training_changes(old, {**old, "mixup": 0.2, "seed": 1}) == {"mixup": (0.0, 0.2), "seed": (42, 1)}
+
+
+def test_headless_set_after_kit_is_imported_turns_the_bars_into_log_lines(tiny_comp, monkeypatch, capsys):
+    """The runner's workers set KIT_HEADLESS; a notebook or a test may set it after kit.train is imported."""
+    monkeypatch.delenv("KIT_HEADLESS", raising=False)
+    fit_fold(TrainConfig(exp="bars", epochs=1, tta="none", **TINY))
+    assert "bars fold 0:" in capsys.readouterr().err  # a progress bar per fold
+    monkeypatch.setenv("KIT_HEADLESS", "1")
+    fit_fold(TrainConfig(exp="quiet", epochs=1, tta="none", **TINY))
+    out = capsys.readouterr()
+    assert "epoch 1/1" in out.out and "quiet fold 0:" not in out.err and "train:" not in out.err
+
+
+def test_train_state_round_trips_every_part_through_its_state_dict():
+    """What last.pt saves is what a resume loads: weights, optimizer (SAM), schedule, fp16 scaler, EMA, progress."""
+    from kit.device import seed_everything
+    from kit.models import create_model
+    from kit.train import TrainState, train_one_epoch
+
+    cfg = TrainConfig(model="test_resnet", epochs=3, sam="sam", ema_decay=0.9, mixup=0.4, amp="fp16", lr=1e-2)
+
+    def build():
+        seed_everything(0)  # the model's weights, the batches, the mixup draws (numpy)
+        return TrainState.build(create_model("test_resnet", 3), cfg, 4, 3, torch.device("cpu"), torch.float16)
+
+    trained = build()
+    batches = [(torch.randn(4, 3, 16, 16), torch.randint(0, 3, (4,))) for _ in range(4)]
+    train_one_epoch(trained, batches)
+    trained.epoch, trained.rows, trained.top, trained.stale = 1, [{"epoch": 1}], [(0.5, 1)], 0
+    saved = trained.state_dict()
+    resumed = build()
+    resumed.load_state_dict(saved)
+    again = resumed.state_dict()
+    assert (resumed.epoch, resumed.step, resumed.rows, resumed.top, resumed.stale) == (1, 4, [{"epoch": 1}],
+                                                                                        [(0.5, 1)], 0)
+    assert again["scaler"] == saved["scaler"] != build().state_dict()["scaler"]  # the fp16 steps moved it
+    for part in ("model", "ema"):
+        assert all(torch.equal(again[part][k], saved[part][k]) for k in saved[part]), part
+        assert not all(torch.equal(build().state_dict()[part][k], saved[part][k]) for k in saved[part]), part
+    moments = [s["exp_avg"] for s in saved["optimizer"]["base"]["state"].values()]
+    assert moments and all(torch.equal(a["exp_avg"], m) for a, m in zip(again["optimizer"]["base"]["state"].values(),
+                                                                          moments))
+    assert again["scheduler"] == saved["scheduler"]

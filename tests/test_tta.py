@@ -1,10 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 import ttach
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from kit import KitError
-from kit.tta import PRESETS, merge, predict_batch
+from kit.tta import PRESETS, merge, n_views, predict, predict_batch, views
 
 
 class Net(nn.Module):
@@ -63,31 +65,104 @@ def test_unknown_tta_lists_presets():
         predict_batch(Net().eval(), torch.randn(1, 3, 8, 8), "rot")
 
 
-class Invariant(nn.Module):
-    """Global average of a pointwise conv: invariant to flips and 90-degree rotations by construction."""
-
-    def __init__(self, k=4):
-        super().__init__()
-        self.conv = nn.Conv2d(3, k, 1)
+class BrightSpot(nn.Module):
+    """Logits from where the brightest pixel is: flips and rotations move it, so each view predicts differently
+    (a model invariant to the views cannot tell applied views from skipped ones)."""
 
     def forward(self, x):
-        return self.conv(x).mean((2, 3)) * 5
+        h, w = x.shape[-2:]
+        idx = x.mean(1).flatten(1).argmax(1)
+        r, c = (idx // w).float() / (h - 1) * 2 - 1, (idx % w).float() / (w - 1) * 2 - 1
+        return torch.stack([r, c, r * c, -r - c], 1) * 3
 
 
-@pytest.mark.parametrize("tta", ["hflip", "flips", "d4"])
-def test_every_view_is_undone_on_a_model_invariant_by_construction(tta):
+def by_hand(model, x, tta, how):
+    """The merge, written out, of each ttach view's probabilities (de-augmented: identity for labels)."""
+    p = torch.stack([t.deaugment_label(model(t.augment_image(x)).softmax(-1)) for t in ttach.Compose(PRESETS[tta])])
+    if how == "mean":
+        return p.mean(0)
+    g = p.log().mean(0).exp()
+    return g / g.sum(-1, keepdim=True)  # gmean and logit_mean agree: both renormalize exp(mean log p)
+
+
+@pytest.mark.parametrize("how", ["mean", "gmean", "logit_mean"])
+@pytest.mark.parametrize("tta", ["hflip", "flips", "d4", "multiscale"])
+def test_prediction_is_the_merge_of_every_view_on_a_model_that_sees_them(tta, how):
     torch.manual_seed(0)
-    model, x = Invariant().eval(), torch.randn(4, 3, 12, 12)
+    x = torch.rand(6, 3, 16, 16)
+    model = BrightSpot()
     with torch.no_grad():
-        plain = predict_batch(model, x, "none")
-        for how in ("mean", "gmean", "logit_mean"):
-            assert torch.allclose(predict_batch(model, x, tta, how), plain, atol=1e-5)
+        expected = by_hand(model, x, tta, how)
+        # the test bites: skipping the views (plain softmax) is far from the merge
+        assert (expected - model(x).softmax(-1)).abs().max() > 0.01
+        assert torch.allclose(predict_batch(model, x, tta, how), expected, atol=1e-6)
+
+
+class Recorder(nn.Module):
+    """Net that records the shape of every batch it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.shapes = Net(), []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("tta", ["hflip", "flips", "d4", "multiscale"])
+def test_a_forward_never_holds_more_than_the_batch(tta):
+    """d4 on a batch of B: 8 forwards of B, not one of 8 B; a 1.125 view (18 px) takes 3 images to stay within
+    the pixels of 4 at 16 px."""
+    model = Recorder().eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        predict_batch(model, x, tta)
+    assert sum(n for n, *_ in model.shapes) == len(x) * n_views(tta)
+    assert all(n <= 4 and n * h * w <= 4 * 16 * 16 for n, _, h, w in model.shapes)
+
+
+def test_predict_stacks_a_short_last_batch_up_to_the_loader_batch_size():
+    """10 images, batch 8, hflip: 16 views -> 8 + 8; the last batch's 2 x 2 views fit in one forward."""
+    model = Recorder()
+    loader = DataLoader(TensorDataset(torch.randn(10, 3, 16, 16), torch.zeros(10)), batch_size=8)
+    predict(model, loader, "hflip")
+    assert [n for n, *_ in model.shapes] == [8, 8, 4]
+
+
+def test_multiscale_views_are_resampled_smoothly():
+    """Bilinear, as the training images were resized; ttach's default, nearest, repeats or drops whole rows."""
+    x = torch.rand(2, 3, 16, 16)
+    scaled = {v.augment_image(x).shape[-1]: v.augment_image(x) for v in views("multiscale")}
+    for side in (14, 18):
+        assert torch.allclose(scaled[side], F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False))
+
+
+def test_oof_and_test_predictions_of_a_fold_run_in_the_same_precision(tiny_comp, monkeypatch):
+    """A fold trained with amp='bf16' on CPU: its OOF (fit_fold) and its test predictions (predict_fold)
+    both run under bf16 autocast."""
+    import kit.tta
+    from kit.config import TrainConfig
+    from kit.infer import predict_fold
+    from kit.train import fit_fold
+
+    seen = []
+    real = kit.tta.predict_batch
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kit.tta, "predict_batch", spy)
+    r = fit_fold(TrainConfig(exp="p", epochs=1, amp="bf16", tta="none", model="test_resnet", img_size=16,
+                             batch_size=32))
+    oof, seen[:] = list(seen), []
+    predict_fold(r.dir, tiny_comp, "none", device="cpu")
+    assert set(oof) == set(seen) == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("tta", ["hflip", "flips", "d4", "multiscale"])
 def test_views_really_differ_and_chunking_changes_nothing(tta):
-    from kit.tta import views
-
     torch.manual_seed(0)
     x = torch.randn(3, 3, 16, 16)
     vs = views(tta)
@@ -95,4 +170,4 @@ def test_views_really_differ_and_chunking_changes_nothing(tta):
     assert all(not torch.equal(v.augment_image(x), x) for v in vs[1:])
     net = Net().eval()
     with torch.no_grad():
-        assert torch.allclose(predict_batch(net, x, tta, max_views_batch=1), predict_batch(net, x, tta), atol=1e-6)
+        assert torch.allclose(predict_batch(net, x, tta, max_images=1), predict_batch(net, x, tta), atol=1e-6)

@@ -1,0 +1,44 @@
+"""Names are names, not paths: an experiment or competition name cannot lead outside its folder."""
+
+import json
+
+import pytest
+
+from kit import KitError
+from kit.competition import find_root
+from kit.infer import submission_from_blend
+from kit.paths import exp_dir, fold_dir
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../escaped", "../../escaped", "a/b", "/abs", "a\\b", ".hidden",
+                                  "tab\there", "new\nline", None, 3])
+def test_a_name_that_is_a_path_or_not_a_name_is_refused(project, name):
+    with pytest.raises(KitError, match=r"experiment name .* is not a plain name"):
+        fold_dir("runs", name, 0)
+
+
+@pytest.mark.parametrize("name", ["b0", "b0-384px", "effnet_b3.ns", "exp 1", "ünïcode"])
+def test_plain_names_are_folders_under_runs(project, name):
+    from kit.paths import check_name
+
+    assert exp_dir("runs", name) == project / "runs" / name
+    assert check_name("experiment", name) == name
+
+
+def test_a_blend_naming_an_experiment_outside_runs_is_refused(tiny_comp, project):
+    (project / "escaped" / "fold0").mkdir(parents=True)  # what '../escaped' would reach from runs/
+    spec = {"experiments": [{"name": "../escaped", "tta": "none", "weight": 1.0, "n_folds": 1}],
+            "classes": [str(c) for c in tiny_comp.classes], "space": "prob", "power": 2.0, "metric": "accuracy",
+            "method": "caruana"}
+    (project / "blend.json").write_text(json.dumps(spec))
+    with pytest.raises(KitError, match=r"experiment name '../escaped' is not a plain name"):
+        submission_from_blend("demo", project / "blend.json")
+    assert list((project / "escaped" / "fold0").iterdir()) == []  # no test-prediction cache written there
+
+
+def test_a_competition_name_cannot_climb_out_of_data_dir_but_a_path_still_works(tiny_comp, project):
+    (project / "outside").mkdir()
+    with pytest.raises(KitError, match=r"competition '../outside' climbs out of data with '..'"):
+        find_root("../outside")
+    assert find_root(str(tiny_comp.root)) == tiny_comp.root  # an absolute path is a path
+    assert find_root("demo") == tiny_comp.root
