@@ -32,13 +32,14 @@ def duration(s: float) -> str:
 
 
 def main(rows: int = 100_000, growth: int = 10) -> list[Row]:
+    from kit.blendconfig import BlendConfig
     from kit.ensemble import fit_blend_weights
 
     seconds = {}
     for n in (rows, rows * growth):
         preds, y = synthetic(n)
         for method in METHODS:
-            seconds[method, n] = timed(lambda: fit_blend_weights(preds, y, method, "accuracy"))
+            seconds[method, n] = timed(lambda: fit_blend_weights(preds, y, BlendConfig(method, "accuracy")))
             print(f"{method} {n} rows: {seconds[method, n]:.2f} s", flush=True)
         del preds
     # 'mean' takes microseconds: its ratio would be timer noise

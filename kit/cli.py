@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -12,23 +13,63 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import KitError
-from .config import TrainConfig
-
-DEMO_EXPERIMENTS = {  # tiny timm models: the demo must run in minutes on 2 CPU cores
-    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-3),
-    "resnet": dict(model="test_resnet", img_size=32, epochs=12, lr=3e-3),
-}
+from . import KitError, __version__
+from .config import TrainConfig, coerce, describe
 
 
-def add_config_flags(p: argparse.ArgumentParser, required_default: bool) -> None:
-    """One flag per TrainConfig field; with required_default=False, unset flags stay None (not passed on)."""
+def config_flag(p: argparse.ArgumentParser, f: dataclasses.Field, default=None) -> None:
+    """The flag of one TrainConfig field, all from the field (kit.config.param): its type (argparse refuses
+    `--epochs x` with the config's message), its fixed choices, its help; a bool as --flag/--no-flag."""
+    typ = type(f.default)
+    kind = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typed(typ, f.name),
+                                                                                 metavar=typ.__name__.upper())
+    if isinstance(f.metadata.get("choices"), tuple):  # a registry's (a function) would import torch at every start
+        kind.update(choices=f.metadata["choices"], metavar=None)
+    action = p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default, help=f.metadata["help"],
+                            **kind)
+    action.field = f  # FieldHelp writes the whole help from it
+
+
+def typed(typ: type, name: str):
+    """argparse's `type` for a field: the config's own coercion, its KitError as argparse's usage error."""
+    def convert(text: str):
+        try:
+            return coerce(text, typ, name)
+        except KitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
+class FieldHelp(argparse.HelpFormatter):
+    """Options' defaults in --help; a config flag's help is its field's `describe` (help, choices, bounds),
+    written only when help is shown: augment's and tta's choices are registries that import albumentations
+    and torch, seconds that every `kit` start would pay."""
+
+    def _get_help_string(self, action):  # the hook argparse's own ArgumentDefaultsHelpFormatter overrides
+        f = getattr(action, "field", None)
+        if f is not None:
+            return f"{describe(f)} (default: {f.default!r})".replace("%", "%%")
+        shown = action.option_strings and not isinstance(action.default, bool) and \
+            action.default not in (None, "", argparse.SUPPRESS)
+        return f"{action.help} (default: %(default)s)" if shown else action.help
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field but exp and fold; unset flags stay None (not passed on)."""
     g = p.add_argument_group("training parameters (the train notebook's parameters cell)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("exp", "fold"):
-            continue
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=type(f.default).__name__.upper(),
-                       default=f.default if required_default else None, help=f"default {f.default!r}")
+        if f.name not in ("exp", "fold"):
+            config_flag(g, f)
+
+
+def where(*names: str) -> argparse.ArgumentParser:
+    """A parent parser with the --comp/--data-dir/--runs-dir flags among `names` for the subcommands that take
+    them, defined by their TrainConfig fields like every config flag (help, default)."""
+    p = argparse.ArgumentParser(add_help=False)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in names:
+            config_flag(p, f, f.default)
+    return p
 
 
 def config_params(args: argparse.Namespace) -> dict:
@@ -43,7 +84,7 @@ def parse_params(pairs: list[str] | None, params_file: str | None = None, defaul
     cell) is a string: -p comp=007 is '007', -p model=no is 'no'; other values are read as YAML
     (-p epochs=5, -p 'exps=[a, b]'). Every value must be plain (str, int, float, bool, list, dict, null).
     """
-    from .runner import as_default_type, check_plain
+    from .notebook import as_default_type, check_plain
 
     defaults = defaults or {}
     params = read_params_file(params_file) if params_file else {}
@@ -70,7 +111,7 @@ def parse_params(pairs: list[str] | None, params_file: str | None = None, defaul
 
 def read_params_file(path: str | Path) -> dict:
     """A YAML mapping of parameter names to plain values (no !! tags, no dates: they are refused)."""
-    from .runner import check_plain
+    from .notebook import check_plain
 
     path = Path(path)
     try:
@@ -142,15 +183,17 @@ def cmd_train(a):
 
 
 def cmd_run_folds(a):
-    from .runner import load_notebook, notebook_parameters, run_folds
+    from .notebook import load_notebook, notebook_parameters
+    from .runner import run_folds
 
-    nb = load_notebook(a.notebook)
-    params = {**parse_params(a.param, a.params_file, notebook_parameters(nb)), **config_params(a)}
-    cfg = TrainConfig.from_params(params)  # names and types before any fold starts
-    params = {k: getattr(cfg, k) for k in params}  # typed: flags arrive as text
-    folds = parse_folds(a.folds, n_folds(params))
-    summary = run_folds(a.exp, folds, params, a.notebook, params.get("runs_dir", "runs"), a.force, jobs=a.jobs,
-                        gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address, on_status=StatusPrinter())
+    nb = load_notebook(a.notebook)  # read once: its defaults type the -p values, run_folds checks the rest
+    defaults = notebook_parameters(nb)
+    params = {**parse_params(a.param, a.params_file, defaults), **config_params(a)}  # flags come typed
+    located = {**defaults, **params}  # comp, data_dir, runs_dir as the folds will see them
+    folds = parse_folds(a.folds, n_folds(located))
+    summary = run_folds(a.exp, folds, params, a.notebook, located.get("runs_dir", "runs"), a.force, jobs=a.jobs,
+                        gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address, on_status=StatusPrinter(),
+                        nb=nb)
     return report_jobs(summary)
 
 
@@ -184,7 +227,7 @@ def report_jobs(summary: pd.DataFrame) -> int:
 
 
 def cmd_notebook(a):
-    from .runner import load_notebook, notebook_parameters, run_notebook
+    from .notebook import load_notebook, notebook_parameters, run_notebook
 
     params = parse_params(a.param, a.params_file, notebook_parameters(load_notebook(a.notebook)))
     out = run_notebook(a.notebook, a.out or Path("runs") / "_notebooks" / Path(a.notebook).with_suffix(".ipynb").name,
@@ -193,26 +236,17 @@ def cmd_notebook(a):
 
 
 def cmd_blend(a):
-    from .competition import load_competition
-    from .folds import folds_path, read_folds
-    from .infer import infer_and_blend, save_blend, submission_from_blend
-    from .paths import resolve
-    from .submission import write_submission
+    from .blendconfig import BlendConfig
+    from .infer import blend_and_submit
 
-    if a.blend_json:
-        comp, sub = submission_from_blend(a.comp, a.blend_json, a.data_dir, a.runs_dir, a.device)
-        print(f"wrote {write_submission(sub, comp, resolve('submissions') / f'{a.name}.csv')}")
-        return 0
-    if not a.exps:
-        raise KitError("pass --exps exp_a,exp_b (or --blend-json to apply a saved blend)")
-    comp = load_competition(a.comp, a.data_dir)
-    r = infer_and_blend(comp, read_folds(folds_path(comp, a.runs_dir)), a.exps, a.runs_dir, a.method, a.metric,
-                        a.space, a.power, a.device, a.fit_metric)
-    out = write_submission(r.submission, comp, resolve("submissions") / f"{a.name}.csv")
-    save_blend(r, out.with_suffix(".blend.json"))
-    print(r.scores.round(4).to_string(index=False))
-    print(f"blend OOF {a.metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
-    print(f"wrote {out}")
+    config = BlendConfig(a.method, a.metric, a.space, a.power, a.rounds, a.fit_metric)
+    done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
+                            a.device, a.submission_kind)
+    if done.report:
+        r = done.report
+        print(r.scores.round(4).to_string(index=False))
+        print(f"blend OOF {a.metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
+    print(f"wrote {done.path} and {done.blend_path.name}")
 
 
 def cmd_package(a):
@@ -228,12 +262,29 @@ def cmd_score(a):
     print(f"leaderboard {a.metric}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
 
 
+def cmd_board(a):
+    from .board import board, differing_params
+
+    table = board(a.runs_dir, a.metric or None)
+    print(table.drop(columns="notes").round(4).to_string(index=False, na_rep=""))
+    if table.attrs["blend"]:
+        print(f"blend_weight: from the newest blend, {table.attrs['blend']}")
+    notes = [f"{exp}: {n}" for exp, ns in zip(table["experiment"], table["notes"]) for n in ns]
+    if notes:
+        print("\n" + "\n".join(notes))
+    differ = differing_params(a.runs_dir)
+    print("\nparameters that differ between experiments:\n" + differ.to_string() if len(differ)
+          else "\nno training parameter differs between experiments")
+    return 0
+
+
 def cmd_demo(a):
     """The whole day of SPEC.md on the embedded demo competition."""
-    from .demo import build_demo, leaderboard_score
+    from .demo import EXPERIMENTS, build_demo, leaderboard_score
     from .io import read_json
     from .paths import resolve
-    from .runner import run_folds, run_notebook
+    from .notebook import run_notebook
+    from .runner import run_folds
 
     check_n_folds(a.n_folds)
     t0 = time.time()
@@ -244,14 +295,14 @@ def cmd_demo(a):
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "n_folds": a.n_folds},
                  log=a.verbose)
     print(f"[{time.time() - t0:5.0f}s] EDA done, folds written")
-    for exp, params in DEMO_EXPERIMENTS.items():
+    for exp, params in EXPERIMENTS.items():
         params = {**params, "comp": "demo", "data_dir": a.data_dir, **({"epochs": a.epochs} if a.epochs else {})}
         summary = run_folds(f"demo-{exp}", list(range(a.n_folds)), params, nb / "train_fold.py", a.runs_dir,
                             force=True, jobs=a.jobs, on_status=StatusPrinter() if a.verbose else None)
         if report_jobs(summary):
             return 1
         print(f"[{time.time() - t0:5.0f}s] experiment demo-{exp}: {a.n_folds} folds trained")
-    exps = [f"demo-{e}" for e in DEMO_EXPERIMENTS]
+    exps = [f"demo-{e}" for e in EXPERIMENTS]
     run_notebook(nb / "infer_ensemble.py", resolve(a.runs_dir) / "_notebooks" / "infer_ensemble.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "exps": exps, "name": "demo"},
                  log=a.verbose)
@@ -268,93 +319,104 @@ def cmd_demo(a):
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kit", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+def command(sub, name: str, fn, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A subcommand running `fn`: `help` is its line in `kit --help` and the description of `kit <name> --help`."""
+    s = sub.add_parser(name, help=help, description=help, parents=list(parents))
+    s.set_defaults(fn=fn)
+    return s
 
-    s = sub.add_parser("demo", help="build the demo competition and run the whole day on it")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--runs-dir", default="runs")
-    s.add_argument("--n-folds", type=int, default=5)
+
+def add_param_flags(s: argparse.ArgumentParser, winner: str) -> None:
+    """-p and --params-file: notebook parameters as text, typed like the parameters cell's defaults."""
+    s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter of the notebook's parameters cell, repeatable")
+    s.add_argument("--params-file", help=f"YAML file of parameters ({winner} win)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kit", description=__doc__, formatter_class=FieldHelp)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           parser_class=functools.partial(argparse.ArgumentParser, formatter_class=FieldHelp))
+
+    s = command(sub, "demo", cmd_demo, "build the demo competition and run the whole day on it",
+                where("data_dir", "runs_dir"))
+    s.add_argument("--n-folds", type=int, default=5, help="folds of the cross-validation")
     s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
-    s.add_argument("--epochs", type=int, default=0, help="override the demo experiments' epochs")
+    s.add_argument("--epochs", type=int, default=0, help="override the demo experiments' epochs (0: theirs)")
     s.add_argument("--verbose", action="store_true", help="show the notebooks' output and the fold status table")
     s.add_argument("--jobs", type=int, default=1, help="folds trained at once")
-    s.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("demo-data", help="write the demo competition to data/demo/")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--name", default="demo")
-    s.add_argument("--n", type=int, default=0)
-    s.set_defaults(fn=cmd_demo_data)
+    s = command(sub, "demo-data", cmd_demo_data, "write the demo competition to data/demo/ and its hidden labels",
+                where("data_dir"))
+    s.add_argument("--name", default="demo", help="the competition's folder under --data-dir")
+    s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
 
-    s = sub.add_parser("folds", help="write folds.csv once for a competition")
-    s.add_argument("--comp", default="demo")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--runs-dir", default="runs")
-    s.add_argument("--n-folds", type=int, default=5)
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--method", default="auto", choices=["auto", "stratified", "group"])
-    s.set_defaults(fn=cmd_folds)
+    s = command(sub, "folds", cmd_folds, "write folds.csv once for a competition",
+                where("comp", "data_dir", "runs_dir"))
+    s.add_argument("--n-folds", type=int, default=5, help="folds of the cross-validation")
+    s.add_argument("--seed", type=int, default=42, help="the split's random seed")
+    s.add_argument("--method", default="auto", choices=["auto", "stratified", "group"],
+                   help="auto: group k-fold when train.csv has a group column, else stratified")
 
-    s = sub.add_parser("train", help="train one fold in this process (no notebook)")
-    s.add_argument("--exp", required=True)
-    s.add_argument("--fold", type=int, required=True)
-    add_config_flags(s, required_default=False)
-    s.set_defaults(fn=cmd_train)
+    s = command(sub, "train", cmd_train, "train one fold in this process (no notebook)")
+    s.add_argument("--exp", required=True, help="experiment name: runs/<exp>/fold<k>/")
+    s.add_argument("--fold", type=int, required=True, help="the fold of folds.csv to train")
+    add_config_flags(s)
 
-    s = sub.add_parser("run-folds", help="run the train notebook headlessly once per fold")
-    s.add_argument("--exp", required=True)
+    s = command(sub, "run-folds", cmd_run_folds, "run the train notebook headlessly once per fold")
+    s.add_argument("--exp", required=True, help="experiment name: runs/<exp>/fold<k>/")
     s.add_argument("--folds", default="", help="e.g. 0,2 (default: every fold in folds.csv)")
-    s.add_argument("--notebook", default="notebooks/train_fold.py")
+    s.add_argument("--notebook", default="notebooks/train_fold.py", help="the notebook each fold runs")
     s.add_argument("--force", action="store_true", help="rerun folds that are already complete")
     s.add_argument("--jobs", type=int, default=1, help="folds at once on CPU (give each --threads)")
     s.add_argument("--gpus", default="", help="one job per GPU: '0,1' or 'auto' (sets CUDA_VISIBLE_DEVICES)")
     s.add_argument("--stagger", type=float, default=2.0, help="seconds between job starts")
-    s.add_argument("--backend", default="local", choices=["local", "ray"])
+    s.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: worker processes on this machine; ray: one task per fold on a Ray cluster")
     s.add_argument("--address", default="", help="Ray cluster address (default: start or join a local one)")
-    s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE")
-    s.add_argument("--params-file", help="YAML file of parameters (flags win)")
-    add_config_flags(s, required_default=False)
-    s.set_defaults(fn=cmd_run_folds)
+    add_param_flags(s, "flags")
+    add_config_flags(s)
 
-    s = sub.add_parser("notebook", help="run any notebook headlessly with papermill")
-    s.add_argument("notebook")
+    s = command(sub, "notebook", cmd_notebook, "run any notebook headlessly with papermill")
+    s.add_argument("notebook", help="a py:percent .py or an .ipynb with a cell tagged parameters")
     s.add_argument("--out", help="executed notebook path (default runs/_notebooks/<name>.ipynb)")
-    s.add_argument("-p", "--param", action="append", metavar="NAME=VALUE")
-    s.add_argument("--params-file")
-    s.set_defaults(fn=cmd_notebook)
+    add_param_flags(s, "-p")
 
-    s = sub.add_parser("blend", help="infer + ensemble headlessly and write submissions/<name>.csv")
-    s.add_argument("--comp", default="demo")
+    s = command(sub, "blend", cmd_blend, "infer + ensemble headlessly and write submissions/<name>.csv",
+                where("comp", "data_dir", "runs_dir"))
     s.add_argument("--exps", default="", help="comma-separated experiment names")
-    s.add_argument("--name", default="submission")
-    s.add_argument("--method", default="caruana", choices=["caruana", "slsqp", "mean"])
+    s.add_argument("--name", default="submission", help="submissions/<name>.csv and <name>.blend.json")
+    s.add_argument("--method", default="caruana", choices=["caruana", "slsqp", "mean"],
+                   help="caruana: ensemble selection on the metric; slsqp: weights fitted on log loss; mean")
     s.add_argument("--metric", default="accuracy", help="accuracy, log_loss, macro_f1, or an sklearn scorer name")
-    s.add_argument("--space", default="prob", choices=["prob", "logit", "power", "rank"])
-    s.add_argument("--power", type=float, default=2.0)
+    s.add_argument("--space", default="prob", choices=["prob", "logit", "power", "rank"],
+                   help="what the weights average: probabilities, log-probabilities, p ** --power, or ranks")
+    s.add_argument("--power", type=float, default=2.0, help="the exponent of the power space")
     s.add_argument("--fit-metric", default="auto",
                    help="what the weights are fitted on (auto: log loss; in rank space the metric); --metric is "
                         "what they are reported in")
-    s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed)")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--runs-dir", default="runs")
-    s.add_argument("--device", default="auto")
-    s.set_defaults(fn=cmd_blend)
+    s.add_argument("--rounds", type=int, default=50, help="caruana's selection rounds")
+    s.add_argument("--submission-kind", default="", choices=["", "auto", "label", "probability"],
+                   help="a one-column target as labels or probabilities (default: auto, or the saved blend's)")
+    s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed; "
+                                                    "the fit flags are not used)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<n> or mps: where the test set is inferred")
 
-    s = sub.add_parser("package", help="bundle kit, wheels, checkpoints and blend.json for an offline Kaggle notebook")
-    s.add_argument("--blend-json", required=True)
-    s.add_argument("--out", default="kaggle_bundle")
-    s.add_argument("--runs-dir", default="runs")
+    s = command(sub, "package", cmd_package,
+                "bundle kit, wheels, checkpoints and blend.json for an offline Kaggle notebook", where("runs_dir"))
+    s.add_argument("--blend-json", required=True, help="the blend to bundle: submissions/<name>.blend.json")
+    s.add_argument("--out", default="kaggle_bundle", help="the bundle folder (replaced only when it is a kit bundle)")
     s.add_argument("--extra", default="ttach", help="comma-separated packages the Kaggle image lacks")
-    s.set_defaults(fn=cmd_package)
 
-    s = sub.add_parser("score", help="grade a submission against the demo's hidden labels")
-    s.add_argument("submission")
-    s.add_argument("--comp", default="demo")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--metric", default="accuracy")
-    s.set_defaults(fn=cmd_score)
+    s = command(sub, "board", cmd_board, "every experiment under runs/: folds done, OOF scores, what differs",
+                where("runs_dir"))
+    s.add_argument("--metric", default="", help="score OOF in this metric (default: each experiment's own)")
+
+    s = command(sub, "score", cmd_score, "grade a submission against the demo's hidden labels",
+                where("comp", "data_dir"))
+    s.add_argument("submission", help="the submission CSV")
+    s.add_argument("--metric", default="accuracy", help="a kit.metrics name or a scikit-learn scorer name")
     return p
 
 

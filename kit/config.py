@@ -1,4 +1,5 @@
-"""One plain config object: its fields are the train notebook's `parameters` cell and the CLI flags.
+"""One plain config object: its fields are the train notebook's `parameters` cell, the CLI flags and the
+README's parameter table.
 
 Each field carries its help, choices and bounds (see `param`); a config is checked against them when it
 is built (types, choices, bounds, model and metric names, unknown names refused), so a bad value stops
@@ -20,10 +21,12 @@ from . import KitError, __version__
 
 def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, check=None):
     """A TrainConfig field that carries its own documentation and limits, in the field's metadata
-    (`dataclasses.fields(TrainConfig)`): the one place the notebook's parameters cell
-    (`parameters_cell`, tools/sync_train_params.py) and `TrainConfig.validate` read them from.
+    (`dataclasses.fields(TrainConfig)`): the one place the notebook's parameters cell and README's table
+    (`parameters_cell`, `parameters_table`, tools/sync_train_params.py), the CLI flags (kit.cli) and
+    `TrainConfig.validate` read them from.
 
-    help: one line, the comment after the parameter in the notebook's parameters cell.
+    help: one line saying what the parameter means; `describe` adds the choices and bounds. No "=" in it:
+        papermill reads a parameters-cell line with two as no parameter.
     choices: the allowed values, or a function returning them (registries that import torch or
         albumentations are read only when a config is validated, not when the CLI starts).
     ge, gt, lt: at least / greater than / less than (annotated_types' names).
@@ -84,57 +87,67 @@ def check_exp(name: str) -> None:
 @dataclass
 class TrainConfig:
     # what and where
-    comp: str = param("demo", "folder under data_dir, an absolute path, or a /kaggle/input/<comp> name")
-    exp: str = param("exp0", "experiment name: runs/<exp>/fold<k>/", check=check_exp)
-    fold: int = param(0, ge=0)
-    data_dir: str = param("data")
-    runs_dir: str = param("runs")
-    id_col: str = param("", "empty: auto-detect")
-    label_col: str = param("", "empty: auto-detect")
-    on_bad_image: str = param("error", "error: stop with the list of unreadable images; skip: leave them out",
+    comp: str = param("demo", "the competition: a folder under data_dir, an absolute path, or a "
+                      "/kaggle/input/<comp> name")
+    exp: str = param("exp0", "experiment name: runs/<exp>/fold<k>/ (set by the runner)", check=check_exp)
+    fold: int = param(0, "the fold of folds.csv trained and validated on (set by the runner)", ge=0)
+    data_dir: str = param("data", "the folder that holds the competitions")
+    runs_dir: str = param("runs", "the folder that holds the experiments' run folders")
+    id_col: str = param("", "train.csv's id column; empty: auto-detect (id, image_id, filename...)")
+    label_col: str = param("", "train.csv's label column; empty: auto-detect (label, target, class...)")
+    on_bad_image: str = param("error", "unreadable images: error stops with their list, skip leaves them out",
                               choices=("error", "skip"))
     # model
-    model: str = param("test_efficientnet", "any timm name, or a preset effnet_b0..effnet_b7", check=check_model)
-    pretrained: bool = param(False, "from the timm/Hugging Face cache")
-    weights: str = param("", "local checkpoint file, for internet-off notebooks")
+    model: str = param("test_efficientnet", "any timm name, or a preset effnet_b0..effnet_b7 (Noisy Student "
+                       "weights at native 224..600 px; B6 is 528 px)", check=check_model)
+    pretrained: bool = param(False, "pretrained weights from the timm/Hugging Face cache")
+    weights: str = param("", "local checkpoint file (state_dict, kit or timm checkpoint, .safetensors), for "
+                         "internet-off notebooks; a class-count mismatch keeps the backbone and starts a fresh head")
     img_size: int = param(0, "0: the native resolution of the model (224 when unknown)", ge=0)
     # training
-    epochs: int = param(5, ge=1)
-    batch_size: int = param(64, ge=1)
+    epochs: int = param(5, "training epochs", ge=1)
+    batch_size: int = param(64, "images per micro-batch", ge=1)
     accum_steps: int = param(1, "micro-batches per optimizer update; effective batch: batch_size * accum_steps", ge=1)
-    lr: float = param(3e-3, gt=0)
+    lr: float = param(3e-3, "AdamW learning rate (the head's; see backbone_lr_mult)", gt=0)
     backbone_lr_mult: float = param(1.0, "differential LR: backbone at lr * this, head at lr", gt=0)
     freeze_epochs: int = param(0, "head-first fine-tuning: backbone frozen for the first N epochs", ge=0)
-    weight_decay: float = param(0.05, ge=0)
+    weight_decay: float = param(0.05, "AdamW weight decay; none on biases and norms", ge=0)
     # warmup_epochs >= epochs is allowed: the whole run warms up (1-epoch trial runs keep the default 1)
-    warmup_epochs: int = param(1, ge=0)
+    warmup_epochs: int = param(1, "warmup of timm's cosine schedule, stepped per update; a run no longer than "
+                               "this warms up throughout", ge=0)
     clip_grad: float = param(0.0, "max gradient norm, 0: off", ge=0)
-    label_smoothing: float = param(0.1, ge=0, lt=1)
-    augment: str = param("light", "none, light, medium, mushroom", choices=augment_presets)
-    mixup: float = param(0.0, "mixup alpha, 0: off", ge=0)
-    cutmix: float = param(0.0, "cutmix alpha, 0: off", ge=0)
+    label_smoothing: float = param(0.1, "label smoothing of the cross-entropy targets", ge=0, lt=1)
+    augment: str = param("light", "albumentations preset (mushroom: the mushroom-competition list)",
+                         choices=augment_presets)
+    mixup: float = param(0.0, "timm's Mixup alpha (soft-target loss), 0: off", ge=0)
+    cutmix: float = param(0.0, "timm's CutMix alpha (soft-target loss), 0: off", ge=0)
     mixup_off_epochs: int = param(0, "plain targets for the last N epochs", ge=0)
-    sam: str = param("off", "off, sam, asam", choices=("off", "sam", "asam"))
+    sam: str = param("off", "sharpness-aware minimization (asam: adaptive)", choices=("off", "sam", "asam"))
     sam_rho: float = param(0.05, "ASAM usually wants about 10x the SAM rho", ge=0)
     sam_every: int = param(1, "the two-pass SAM update every N optimizer steps, plain steps between", ge=1)
-    ema_decay: float = param(0.0, "EMA of weights, validated and saved when > 0 (e.g. 0.999)", ge=0, lt=1)
+    ema_decay: float = param(0.0, "EMA of the weights (timm's ModelEmaV3), validated and saved when > 0 "
+                             "(e.g. 0.999)", ge=0, lt=1)
     patience: int = param(0, "early stopping after N epochs without improvement, 0: off", ge=0)
-    save_top: int = param(1, "keep the best N checkpoints (best.pt is the best)", ge=1)
-    metric: str = param("accuracy", check=check_metric)
+    save_top: int = param(1, "keep the best N checkpoints (best.pt the best, then top-<epoch>.pt)", ge=1)
+    metric: str = param("accuracy", "validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another "
+                        "kit.metrics name, or a scikit-learn scorer name", check=check_metric)
     # inference
     tta: str = param("auto", "auto: OOF for every preset, the infer step picks the best per experiment",
                      choices=tta_presets)
     # runtime
-    seed: int = param(42)
-    device: str = param("auto", "auto, cpu, cuda, cuda:1", check=check_device)
-    amp: str = param("auto", "auto (bf16 on CUDA, off on CPU), bf16, fp16 (with a GradScaler), off",
+    seed: int = param(42, "seeds the weights' init, and each epoch's batches, augmentations and mixes")
+    device: str = param("auto", "auto, cpu, cuda, cuda:<n> (e.g. cuda:1) or mps", check=check_device)
+    amp: str = param("auto", "mixed precision: auto is bf16 on CUDA, off on CPU; fp16 uses a GradScaler",
                      choices=("auto", "bf16", "fp16", "off"))
     channels_last: bool = param(True, "NHWC memory layout: faster convolutions on CPU and CUDA")
     torch_compile: bool = param(False, "torch.compile the model")
-    resume: bool = param(True, "continue from last.pt when the fold was interrupted")
+    resume: bool = param(True, "continue from last.pt when the fold was interrupted (kit run-folds --force "
+                         "starts afresh)")
     num_workers: int = param(-1, "loader worker processes; -1: auto (0 on CPU, the cores per GPU up to 8 on CUDA)",
                              ge=-1)
-    image_cache: bool = param(True, "decoded images kept under runs_dir/.image_cache when no bigger than their file")
+    image_cache: bool = param(True, "keep each decoded image as a .npy under runs_dir/.image_cache/ when no bigger "
+                              "than its file: later epochs and folds skip the decode (delete the folder to "
+                              "reclaim the disk)")
     threads: int = param(0, "torch intra-op threads, 0: the torch default", ge=0)
 
     def __post_init__(self):
@@ -207,10 +220,8 @@ def problem(f: dataclasses.Field, value: Any) -> str:
     except KitError as e:
         return str(e)
     m = f.metadata
-    if "choices" in m:
-        allowed = m["choices"]() if callable(m["choices"]) else m["choices"]
-        if value not in allowed:
-            return f"{said} should be one of {list(allowed)}"
+    if "choices" in m and value not in choices(f):
+        return f"{said} should be one of {list(choices(f))}"
     bounds = [(m[key], op, words) for key, op, words in BOUNDS if key in m]
     if not all(op(value, bound) for bound, op, _ in bounds):  # written so that NaN fails too
         hint = f" ({m['help']})" if m.get("help") else ""
@@ -223,10 +234,34 @@ def problem(f: dataclasses.Field, value: Any) -> str:
     return ""
 
 
+def choices(f: dataclasses.Field) -> tuple:
+    """The values a choice field allows (a registry's names are read now, see `param`)."""
+    allowed = f.metadata["choices"]
+    return tuple(allowed() if callable(allowed) else allowed)
+
+
+def describe(f: dataclasses.Field) -> str:
+    """A field's meaning in one line: its help, choices and bounds. The parameters cell's comment, the README
+    table's meaning and the CLI flag's help, so the three cannot drift apart."""
+    m = f.metadata
+    parts = [m.get("help", "")]
+    if "choices" in m:
+        parts.append("choices: " + ", ".join(map(str, choices(f))))
+    parts.append(" and ".join(f"{words} {m[key]}" for key, _, words in BOUNDS if key in m))
+    return "; ".join(part for part in parts if part)
+
+
 def parameters_cell() -> str:
-    """The train notebook's parameters cell: every field, its default and its help as the comment."""
-    return "".join(f"{f.name} = {f.default!r}" + (f"  # {f.metadata['help']}" if f.metadata.get("help") else "") + "\n"
-                   for f in fields(TrainConfig))
+    """The train notebook's parameters cell: every field, its default, and `describe` as the comment."""
+    return "".join(f"{f.name} = {f.default!r}  # {describe(f)}\n" for f in fields(TrainConfig))
+
+
+def parameters_table() -> str:
+    """README's parameter table (markdown): one row per field, its default and `describe`, escaped: `<comp>`
+    would be read as an HTML tag, a `|` as a column."""
+    meaning = {f.name: re.sub(r"([<|])", r"\\\1", describe(f)) for f in fields(TrainConfig)}
+    rows = [f"| `{f.name}` | `{f.default!r}` | {meaning[f.name]} |" for f in fields(TrainConfig)]
+    return "\n".join(["| name | default | meaning |", "| --- | --- | --- |", *rows]) + "\n"
 
 
 def git_commit(path: str | Path = ".") -> str:

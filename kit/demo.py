@@ -19,6 +19,11 @@ from .paths import resolve
 
 SOLUTION_DIR = "_leaderboard"  # beside the competitions, never read by the notebooks
 
+EXPERIMENTS = {  # `kit demo`'s experiments, tiny timm models: the demo must run in minutes on 2 CPU cores
+    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-3),
+    "resnet": dict(model="test_resnet", img_size=32, epochs=12, lr=3e-3),
+}
+
 
 def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32, test_frac: float = 0.2,
                n: int = 0, seed: int = 0) -> Path:

@@ -10,8 +10,9 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from . import KitError
+from .blendconfig import SPACES, BlendConfig
 from .folds import folds_hash
-from .metrics import lookup, metric_value, score
+from .metrics import metric_value, score
 from .paths import exp_dir
 from .rundir import OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, read_oof
 from .tta import CANDIDATES, n_views
@@ -126,30 +127,6 @@ def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: s
     return pick_tta(candidates, y, metric), tta_scores(candidates, y, metric)
 
 
-SPACES = ("prob", "logit", "power", "rank")
-
-
-def check_space(space: str, metric: str) -> None:
-    """Rank space keeps only the order of rows per class: right for a ranking metric (AUC), wrong for
-    any metric that reads probabilities (accuracy, log loss...)."""
-    if space not in SPACES:
-        raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
-    if space == "rank" and not lookup(metric).ranking:
-        raise KitError(f"space='rank' blends per-class ranks, which keep only the order of the rows: fine for a "
-                       f"ranking metric (roc_auc..., average_precision...) but metric={metric!r} reads "
-                       "probabilities; use space='prob', 'logit' or 'power'")
-
-
-def fit_objective(fit_metric: str, metric: str, space: str) -> str:
-    """What the weights are fitted on. 'auto': log loss, a smooth proper score (a flat one such as accuracy
-    lets noise models in by flipping borderline rows by luck), except in rank space, where the rows are no
-    probabilities and the (ranking) metric itself is fitted."""
-    objective = (metric if space == "rank" else "log_loss") if fit_metric == "auto" else fit_metric
-    lookup(objective)  # an unknown name is refused here, not after the first fold
-    check_space(space, objective)
-    return objective
-
-
 def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     """Where predictions are averaged: probabilities, log-probabilities, p**power, or per-class ranks."""
     if space == "prob":
@@ -173,24 +150,20 @@ def from_space(z: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def blend(preds: list[np.ndarray], weights: np.ndarray, space: str = "prob", power: float = 2.0) -> np.ndarray:
+def blend(preds: list[np.ndarray], weights: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
+    """The weighted average of the predictions in config.space, back to rows that sum to one."""
+    space, power = config.space, config.power
     return from_space(sum(w * to_space(p, space, power) for w, p in zip(weights, preds)), space, power)
 
 
-def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "caruana", metric: str = "accuracy",
-                      caruana_rounds: int = 50, space: str = "prob", power: float = 2.0,
-                      fit_metric: str = "auto") -> np.ndarray:
-    """Non-negative weights summing to one, for blending in `space`, fitted on `fit_metric` (see
-    fit_objective); `metric` is the competition's, what the blend is reported in."""
-    check_space(space, metric)
-    objective = fit_objective(fit_metric, metric, space)
+def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
+    """Non-negative weights summing to one, for blending in config.space, fitted on config.objective;
+    config.metric is the competition's, what the blend is reported in."""
     m = len(preds)
     if m == 1:
         return np.ones(1)
-    if method == "slsqp":
-        if objective != "log_loss":
-            raise KitError(f"method='slsqp' minimizes log loss, a smooth score; fit_metric={objective!r} is not "
-                           "one: use fit_metric='log_loss' (or 'auto' outside rank space), or method='caruana'")
+    if config.method == "slsqp":  # BlendConfig refuses slsqp with any objective but log loss
+        space, power = config.space, config.power
         zs = [to_space(p, space, power) for p in preds]
         rows = np.arange(len(y))
 
@@ -202,21 +175,19 @@ def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, method: str = "car
                        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
         w = np.clip(res.x, 0, None)
         return w / w.sum()
-    if method == "caruana":
-        return caruana(preds, y, objective, caruana_rounds, space, power)
-    if method == "mean":
-        return np.full(m, 1 / m)
-    raise KitError(f"unknown blend method {method!r}; choose 'slsqp', 'caruana' or 'mean'")
+    if config.method == "caruana":
+        return caruana(preds, y, config)
+    return np.full(m, 1 / m)  # "mean", the only other method BlendConfig lets through
 
 
-def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, space: str = "prob",
-            power: float = 2.0) -> np.ndarray:
-    """Caruana et al. 2004: greedy forward selection with replacement from the best single model on
-    `metric` (the fitting objective), returning the best ensemble seen (so in-sample it is never below
-    the best single model on it).
+def caruana(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
+    """Caruana et al. 2004: greedy forward selection with replacement, config.rounds rounds, from the best
+    single model on config.objective (the fitting objective), returning the best ensemble seen (so in-sample
+    it is never below the best single model on it).
 
-    Ties on the metric (frequent for accuracy) go to the lower log loss.
+    Ties on the objective (frequent for accuracy) go to the lower log loss.
     """
+    metric, space, power = config.objective, config.space, config.power
     # float32 and as few passes over the (rows, classes) matrices as possible: each round tries every
     # model, so this loop is the cost of a blend (bench/blend_fit.py)
     zs = [to_space(np.asarray(p, np.float32), space, power).astype(np.float32) for p in preds]
@@ -234,7 +205,7 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, sp
     current = zs[first].copy()
     best_key, best_counts = key(current), counts.copy()
     trial = np.empty_like(current)
-    for _ in range(rounds - 1):
+    for _ in range(config.rounds - 1):
         n = counts.sum()
         kept = current * np.float32(n / (n + 1))
         trials = []
@@ -249,10 +220,9 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, metric: str, rounds: int, sp
     return best_counts / best_counts.sum()
 
 
-def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, method: str = "caruana",
-                       metric: str = "accuracy", space: str = "prob", power: float = 2.0,
-                       fit_metric: str = "auto") -> tuple[float, float]:
-    """Mean and std over folds, in the metric's own units, of the score on each held-out fold of a blend
+def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig()
+                       ) -> tuple[float, float]:
+    """Mean and std over folds, in config.metric's own units, of the score on each held-out fold of a blend
     chosen on the other folds: what the blend is worth on rows its choices never saw.
 
     preds: per experiment its (N, K) OOF matrix, or the list of its candidate matrices (one per TTA preset,
@@ -263,12 +233,12 @@ def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, method: str
     Not nested (no OOF file can undo it): each fold's best epoch was chosen on that fold's validation rows,
     the rows this score holds out (HONEST_LEAK).
     """
+    metric = config.metric
     candidates = [list(c) if isinstance(c, (list, tuple)) else [c] for c in preds]
     values = []
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
         chosen = [c[0] if len(c) == 1 else max(c, key=lambda p: score(metric, y[tr], p[tr])) for c in candidates]
-        w = fit_blend_weights([p[tr] for p in chosen], y[tr], method, metric, space=space, power=power,
-                              fit_metric=fit_metric)
-        values.append(metric_value(metric, y[te], blend([p[te] for p in chosen], w, space, power)))
+        w = fit_blend_weights([p[tr] for p in chosen], y[tr], config)
+        values.append(metric_value(metric, y[te], blend([p[te] for p in chosen], w, config)))
     return float(np.mean(values)), float(np.std(values))

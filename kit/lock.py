@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from . import KitError
+from .rundir import LOCK
 
-LOCK = ".lock"
 # set by the runner for its worker and the worker's kernel: "this process's run already holds this lock"
 HELD_ENV = "KIT_FOLD_LOCK"
 

@@ -13,23 +13,15 @@ import jupytext
 import nbformat
 
 from . import KitError, __version__
+from .blendconfig import BlendConfig
 from .io import read_json, write_json
 from .paths import fold_dir, resolve
-from .runner import parameters_cell
-from .train import CHECKPOINT, CONFIG
+from .rundir import CHECKPOINT, CONFIG
 
 SOURCE = Path(__file__).resolve().parents[1]  # the kit checkout: pyproject.toml and notebooks/
 
 # Kaggle's image ships torch, timm, albumentations, scikit-learn, pandas and papermill; not these.
 MISSING_ON_KAGGLE = ("ttach",)
-
-INSTALL = '''# Internet off: install the kit and what the Kaggle image lacks from this bundle, nothing from an index.
-import subprocess, sys
-subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", f"{{bundle}}/wheels",
-                "kit", *{extra}], check=True)
-runs_dir = runs_dir or f"{{bundle}}/runs"
-blend_json = blend_json or f"{{bundle}}/blend.json"'''
-
 
 MARKER = ".kit-bundle"  # written first into every bundle folder: the only folders package ever empties
 BUNDLE = ("blend.json", "kaggle_infer.ipynb", "runs", "wheels")  # what it writes there, and so may replace
@@ -58,7 +50,7 @@ def package_for_kaggle(blend_json: str | Path, out: str | Path, runs_dir: str | 
         shutil.copy2(src, out / rel)
     write_json(spec, out / "blend.json")
     build_wheels(out / "wheels", extra, wheels_from)
-    write_notebook(out / "kaggle_infer.ipynb", extra)
+    write_notebook(out / "kaggle_infer.ipynb")
     return out
 
 
@@ -75,6 +67,7 @@ def bundle_inputs(blend_json: str | Path, runs_dir: str | Path) -> tuple[dict, d
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise KitError(f"{path} is not a blend made by `kit blend` or the infer notebook ({type(e).__name__}: "
                        f"{e}); pass --blend-json submissions/<name>.blend.json") from None
+    BlendConfig.from_blend(spec, str(path))  # the notebook applies it with its config: a bad one is refused here
     files = {}
     for exp, k in parts:
         src = fold_dir(runs_dir, exp, k)  # the name is checked there: a '../' name would copy from outside runs
@@ -126,16 +119,14 @@ def run(cmd: list[str], what: str) -> None:
         raise KitError(f"could not {what}: {' '.join(cmd)}\n{res.stderr[-2000:]}")
 
 
-def write_notebook(path: Path, extra: tuple[str, ...]) -> None:
-    """The infer notebook, set to apply blend.json, with an install-from-bundle cell after its parameters."""
-    nb = jupytext.read(SOURCE / "notebooks" / "infer_ensemble.py")
-    params = parameters_cell(nb)
-    for old, new in (('runs_dir = "runs"', 'runs_dir = ""'), ('out_dir = "submissions"', 'out_dir = "."')):
-        if old not in params.source:
-            raise KitError(f"the infer notebook's parameters cell no longer has {old!r}")
-        params.source = params.source.replace(old, new)
-    params.source += '\nbundle = "/kaggle/input/kit-bundle"  # where this dataset is mounted'
-    at = nb.cells.index(params) + 1
-    nb.cells.insert(at, nbformat.v4.new_code_cell(INSTALL.format(extra=list(extra))))
+TEMPLATE = SOURCE / "notebooks" / "kaggle_infer.py"  # the bundle's notebook, written as it is
+
+
+def write_notebook(path: Path) -> None:
+    """The Kaggle template notebook as .ipynb: it installs every wheel of the bundle and applies its
+    blend.json with infer.blend_and_submit, as `kit blend --blend-json` does."""
+    if not TEMPLATE.is_file():
+        raise KitError(f"the Kaggle template notebook {TEMPLATE} is missing; package from the kit repository")
+    nb = jupytext.read(TEMPLATE)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)

@@ -1,32 +1,31 @@
-"""Headless notebook runs: the py:percent notebook converted with jupytext, run by papermill on an
-explicit kernel of the current interpreter, parameters injected, the executed notebook kept."""
+"""Fold runs: one notebook run (kit.notebook) per fold, each in a worker process of its own (or a Ray task),
+scheduled over the GPUs or CPU slots, with a live status table, a lock per fold folder, and finished folds
+skipped.
+
+The worker (`python -m kit.runner`) imports this module: it imports nothing heavier than papermill at the
+top. kit.rundir, kit.device and kit.lock bring torch and sklearn (seconds and ~800 MB per worker, next to
+the kernel that trains), so the functions that only the parent runs import them where they use them."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-import jupytext
-import nbformat
 import pandas as pd
 
 from . import KitError
 from .io import write_json
 from .lifetime import die_with_parent
-from .lock import HELD_ENV, FoldBusy, fold_lock, lock_path
+from .notebook import check_kernel, check_parameters, environ, load_notebook, notebook_parameters, run_notebook
 from .paths import check_name, check_writable, fold_dir, project_root, resolve
 
 
@@ -37,191 +36,6 @@ class JobResult:
     seconds: float
     notebook: str
     error: str = ""
-
-
-def kernel_name() -> str:
-    """A kernelspec that runs THIS interpreter (not whatever 'python3' means on the machine), started through
-    kit.lifetime so that the kernel dies with the process that started it."""
-    argv = [sys.executable, "-m", "kit.lifetime", "ipykernel_launcher", "-f", "{connection_file}"]
-    # named after its command: a kit of another version in this interpreter keeps its own spec
-    name = "kit-" + hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:8]
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kit" / "jupyter"
-    spec = base / "kernels" / name / "kernel.json"
-    want = {"argv": argv, "display_name": f"kit ({sys.executable})", "language": "python"}
-    try:
-        current = json.loads(spec.read_text())
-    except (OSError, ValueError):
-        current = None
-    if current != want:  # missing, or written by an older kit
-        write_json(want, spec)
-    paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
-    if str(base) not in paths:
-        os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base), *filter(None, paths)])
-    return name
-
-
-def load_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """A py:percent (or .ipynb) notebook that has a cell tagged `parameters`."""
-    path = resolve(path)
-    if not path.is_file():
-        raise KitError(f"notebook {path} does not exist")
-    nb = jupytext.read(path)
-    if parameters_cell(nb) is None:
-        raise KitError(f"{path} has no cell tagged 'parameters'; papermill would ignore every parameter. "
-                       'Tag the cell: `# %% tags=["parameters"]`')
-    return nb
-
-
-def parameters_cell(nb: nbformat.NotebookNode):
-    return next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-
-
-def notebook_parameters(nb: nbformat.NotebookNode) -> dict:
-    """Names and default values assigned in the parameters cell."""
-    tree = ast.parse(parameters_cell(nb).source)
-    out = {}
-    for node in tree.body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    try:
-                        out[t.id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        out[t.id] = None
-    return out
-
-
-def check_parameters(nb: nbformat.NotebookNode, params: dict, source: str | Path) -> dict:
-    """The parameters as the notebook will get them, checked against its parameters cell: known names,
-    plain values (check_plain), and the type of each default where it has one ("5" -> 5 for an int)."""
-    known = notebook_parameters(nb)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise KitError(f"parameter(s) {unknown} are not in the parameters cell of {source}; "
-                       f"it defines {sorted(known)}")
-    for name, value in params.items():
-        check_plain(name, value, source)
-    return {name: as_default_type(name, value, known[name], source) for name, value in params.items()}
-
-
-PLAIN = (str, int, float, bool, type(None))
-
-
-def check_plain(name: str, value, source: str | Path) -> None:
-    """JSON's types only, all the way down. Papermill writes parameters into the notebook as source code:
-    the JSON types as literals, anything else (bytes, sets, dates, YAML-tagged objects) through str(),
-    which a crafted value turns into code that runs."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise KitError(f"parameter {name} from {source} has the key {k!r} ({type(k).__name__}); "
-                               "dictionary keys must be strings")
-            check_plain(f"{name}[{k!r}]", v, source)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_plain(f"{name}[{i}]", v, source)
-    elif not isinstance(value, PLAIN):
-        raise KitError(f"parameter {name} from {source} is a {type(value).__name__} ({repr(value)[:60]}); "
-                       "parameters are plain values only: str, int, float, bool, list, dict or null. In YAML "
-                       "quote it for a string (2024-01-01 is read as a date) and use no !! tags")
-
-
-TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-def as_default_type(name: str, value, default, source: str | Path):
-    """`value` as the type of the parameters cell's default; a default of None (or an expression) takes any."""
-    want = type(default)
-    if default is None or want not in (str, int, float, bool, list, dict):
-        return value
-    if want is bool and isinstance(value, str) and value.lower() in TRUE + FALSE:
-        return value.lower() in TRUE
-    if want is int and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-        return int(value)
-    if want is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, want) and (want is bool or not isinstance(value, bool)):
-        return value
-    hint = (f"quote it (YAML reads no/yes/on/off as booleans and 007 as 7): {name}: '...' in a params file; "
-            f"-p {name}=... keeps the text as written") if want is str else "give " + {
-        int: "a whole number", float: "a number", bool: "true or false", list: "a list, e.g. [a, b]",
-        dict: "a mapping, e.g. {a: 1}"}[want]
-    raise KitError(f"parameter {name}={value!r} from {source} should be {want.__name__} (its default in the "
-                   f"parameters cell is {default!r}), not {type(value).__name__}; {hint}")
-
-
-@contextmanager
-def environ(**env: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-KERNEL_START_ERRORS = (RuntimeError, TimeoutError, OSError)  # dead kernel, "address already in use", timeouts
-
-
-def run_notebook(notebook: str | Path, output: str | Path, params: dict | None = None, log: bool = True,
-                 retries: int = 3) -> Path:
-    """Execute one notebook headlessly; KitError with the failing cell's error on failure.
-
-    A kernel that fails to start (port races when notebooks start together) is retried with backoff.
-    """
-    import papermill as pm
-
-    src = resolve(notebook)
-    nb = load_notebook(src)
-    params = check_parameters(nb, params or {}, src)
-    kernel = kernel_name()
-    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("papermill").setLevel(logging.INFO if log else logging.WARNING)
-    with environ(KIT_ROOT=str(project_root()), PYTHONUNBUFFERED="1"):
-        for attempt in range(retries):
-            try:
-                pm.execute_notebook(nb, str(output), parameters=params, kernel_name=kernel, cwd=str(src.parent),
-                                    log_output=log, progress_bar=False, language="python")
-                return output
-            except pm.PapermillExecutionError as e:
-                raise KitError(f"{src.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                               f"{tail(e.traceback)}\nexecuted notebook: {output}") from None
-            except KERNEL_START_ERRORS as e:
-                if attempt == retries - 1:
-                    raise KitError(f"the kernel for {src.name} did not start after {retries} tries: "
-                                   f"{type(e).__name__}: {e}") from None
-                time.sleep(2 ** attempt)
-    return output
-
-
-def check_kernel(timeout: float = 60) -> None:
-    """Start and stop the kernel once, so a broken one is reported before any fold starts."""
-    from jupyter_client.manager import start_new_kernel
-
-    try:
-        km, kc = start_new_kernel(kernel_name=kernel_name(), startup_timeout=timeout)
-    except Exception as e:  # noqa: BLE001 - any failure here means no fold could run
-        raise KitError(f"the notebook kernel ({sys.executable} -m ipykernel) cannot start: "
-                       f"{type(e).__name__}: {e}; install ipykernel in this environment") from None
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
-
-
-def tail(traceback: list[str], lines: int = 8) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 @dataclass
@@ -249,7 +63,8 @@ def run_job(job: Job) -> JobResult:
 
 def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: str | Path = "notebooks/train_fold.py",
               runs_dir: str = "runs", force: bool = False, jobs: int = 1, gpus: str = "", threads: int = 0,
-              stagger: float = 2.0, backend: str = "local", address: str = "", on_status=None) -> pd.DataFrame:
+              stagger: float = 2.0, backend: str = "local", address: str = "", on_status=None,
+              nb=None) -> pd.DataFrame:
     """One papermill job per fold, each in its own process (or Ray task).
 
     Finished folds are skipped unless force (then they start afresh: resume=False); a finished fold trained
@@ -257,9 +72,11 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     its last.pt; a failing fold does not stop the others; a fold another run is writing is reported
     ("busy"), never written by two. Locally: one job per GPU in `gpus` ("0,1", "auto") with
     CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with `threads` threads each; starts are staggered.
-    Every check that can fail runs before any fold starts.
+    Every check that can fail runs before any fold starts. nb: `notebook` already loaded (kit run-folds reads
+    its parameters cell first, to type the -p values), so that it is read and checked once.
     """
-    from .train import is_complete
+    from .lock import HELD_ENV, FoldBusy, fold_lock, lock_path
+    from .rundir import NOTEBOOK, is_complete
 
     if backend not in ("local", "ray"):
         raise KitError(f"unknown backend {backend!r}; use 'local' or 'ray'")
@@ -267,7 +84,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
         raise KitError(f"jobs={jobs!r}: run at least 1 fold at a time")
     if not stagger >= 0:  # also refuses NaN
         raise KitError(f"stagger={stagger!r}: the seconds between worker starts cannot be negative")
-    nb = load_notebook(notebook)  # fail before any fold starts: notebook, parameters, kernel
+    nb = nb or load_notebook(notebook)  # fail before any fold starts: notebook, parameters, kernel
     names = notebook_parameters(nb)
     check_name("experiment", exp)
     params = check_parameters(nb, {**(params or {}), "exp": exp, "fold": 0, "runs_dir": runs_dir}, notebook)
@@ -287,7 +104,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     results, todo = {}, []
     with ExitStack() as held:
         for k, d in dirs.items():
-            name, nb_out = f"{exp}/fold{k}", str(d / "train_fold.ipynb")
+            name, nb_out = f"{exp}/fold{k}", str(d / NOTEBOOK)
             lock = ExitStack()
             try:
                 lock.enter_context(fold_lock(d))
@@ -325,14 +142,13 @@ def finished_fold(name: str, d: Path, config: dict | None, k: int) -> JobResult:
     """A complete fold: skipped, unless it was made on other folds or by another kit ("stale"), or trained
     with other parameters than this run asks for ("differs")."""
     from .config import training_changes
-    from .io import read_json
-    from .train import CONFIG, stale_reason
+    from .rundir import NOTEBOOK, read_config, stale_reason
 
-    notebook = str(d / "train_fold.ipynb")
+    notebook = str(d / NOTEBOOK)
     reason = stale_reason(d)
     if reason:
         return JobResult(name, "stale", 0.0, notebook, f"{d}: {reason}; rerun it with --force")
-    changes = training_changes(read_json(d / CONFIG), {**config, "fold": k}) if config else {}
+    changes = training_changes(read_config(d), {**config, "fold": k}) if config else {}
     if changes:
         listing = ", ".join(f"{n} {old!r} -> {new!r}" for n, (old, new) in changes.items())
         return JobResult(name, "differs", 0.0, notebook,
@@ -390,30 +206,38 @@ def start_worker(job: Job, slot: str) -> subprocess.Popen:
 
     On Linux the parent-death signal follows the *thread* that started the worker: run_folds must be
     called from a thread that lives until it returns (it does: it waits for its workers)."""
-    env = {**os.environ, "KIT_ROOT": job.root, "KIT_HEADLESS": "1", "PYTHONUNBUFFERED": "1",
+    from .device import HEADLESS_ENV
+    from .rundir import JOB, RUN_LOG
+
+    env = {**os.environ, "KIT_ROOT": job.root, HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
            "KIT_PARENT_PID": str(os.getpid()), **job.env}
     if slot:
         env["CUDA_VISIBLE_DEVICES"] = slot
-    (Path(job.output).parent / "job.json").unlink(missing_ok=True)
-    with open(Path(job.output).parent / "run.log", "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "kit.runner", json.dumps(job.__dict__)], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    folder = Path(job.output).parent
+    (folder / JOB).unlink(missing_ok=True)
+    with open(folder / RUN_LOG, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "kit.runner", json.dumps(job.__dict__), str(folder / JOB)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def read_result(job: Job, returncode: int, seconds: float) -> JobResult:
-    path = Path(job.output).parent / "job.json"
+    from .rundir import JOB, RUN_LOG
+
+    path = Path(job.output).parent / JOB
     if returncode == 0 and path.is_file():
         return JobResult(**json.loads(path.read_text()))
-    log = Path(job.output).parent / "run.log"
+    log = Path(job.output).parent / RUN_LOG
     last = "\n".join(log.read_text(errors="replace").splitlines()[-8:]) if log.is_file() else ""
     return JobResult(job.name, "failed", seconds, job.output, f"worker exited with {returncode}\n{last}")
 
 
 def status_table(todo: list[Job], done: dict, running: dict, started: dict, runs_dir: str, exp: str) -> pd.DataFrame:
     """fold, state, epoch, best score, elapsed: read from each fold's history.csv as it grows."""
+    from .rundir import HISTORY
+
     rows = []
     for job in todo:
-        hist = fold_dir(runs_dir, exp, job.fold) / "history.csv"
+        hist = fold_dir(runs_dir, exp, job.fold) / HISTORY
         epoch, best = "", ""
         if hist.is_file():
             try:
@@ -442,13 +266,14 @@ def run_on_ray(todo: list[Job], address: str, gpus: str, threads: int) -> dict[i
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: python -m kit.runner '<job json>'; writes job.json beside the executed notebook."""
+    """Worker entry point: python -m kit.runner '<job json>' <result file>; writes the JobResult to the result
+    file (the fold's job.json, named by start_worker: kit.rundir is not imported here, see the module doc)."""
     if os.environ.get("KIT_PARENT_PID"):  # started by run_local: die with it
         die_with_parent(int(os.environ["KIT_PARENT_PID"]))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    job = Job(**json.loads((argv or sys.argv[1:])[0]))
-    result = run_job(job)
-    write_json(result.__dict__, Path(job.output).parent / "job.json")
+    spec, result_file = argv or sys.argv[1:]
+    result = run_job(Job(**json.loads(spec)))
+    write_json(result.__dict__, result_file)
     if result.error:
         print(result.error, file=sys.stderr)
     return 0

@@ -33,9 +33,7 @@ from .lock import fold_lock
 from .metrics import metric_value, score
 from .models import create_model, resolve_model
 from .paths import fold_dir, resolve
-# CHECKPOINT, CONFIG, is_complete, stale_reason: imported from here by kit.runner and kit.package until they
-# import kit.rundir, their home
-from .rundir import CHECKPOINT, CONFIG, IMAGE_CACHE, RESERVED, is_complete, stale_reason  # noqa: F401
+from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
 from .sam import SAM, sam_update
 from .tta import CANDIDATES as TTA_CANDIDATES
 from .tta import predict, predict_many

@@ -11,8 +11,9 @@
 # `submissions/<name>.blend.json`.
 #
 # With `blend_json` set, the notebook needs no training data, OOF or folds: it applies a saved
-# blend (checkpoints + `blend.json`) to the test set, as a Kaggle code competition or an
-# internet-off notebook does.
+# blend (checkpoints + `blend.json`, with the settings it was fitted with) to the test set, as a
+# Kaggle code competition or an internet-off notebook does. `kit blend` and the Kaggle bundle's
+# notebook run the same `blend_and_submit`.
 
 # %% tags=["parameters"]
 comp = "demo"
@@ -23,7 +24,9 @@ method = "caruana"  # caruana, slsqp, mean
 metric = "accuracy"  # accuracy, log_loss, macro_f1, balanced_accuracy, or any sklearn scorer name
 space = "prob"  # prob, logit, power, rank
 power = 2.0
+rounds = 50  # caruana's selection rounds
 fit_metric = "auto"  # what the weights are fitted on; auto: log loss (in rank space: metric)
+submission_kind = ""  # auto, label, probability; empty: auto (with blend_json: the saved blend's)
 name = "submission"
 out_dir = "submissions"
 device = "auto"
@@ -31,21 +34,13 @@ blend_json = ""  # a saved blend: predict the test set with it and nothing else
 
 # %%
 from kit import eda, plots
-from kit.competition import load_competition
-from kit.folds import folds_path, read_folds
-from kit.infer import infer_and_blend, save_blend, submission_from_blend
-from kit.paths import resolve
-from kit.submission import write_submission
+from kit.blendconfig import BlendConfig
+from kit.infer import blend_and_submit
 
-if blend_json:
-    c, submission = submission_from_blend(comp, blend_json, data_dir, runs_dir, device)
-    report = None
-else:
-    c = load_competition(comp, data_dir)
-    report = infer_and_blend(c, read_folds(folds_path(c, runs_dir)), exps, runs_dir, method, metric, space, power,
-                             device, fit_metric)
-    submission = report.submission
-print(f"{len(c.test)} test images")
+config = BlendConfig(method, metric, space, power, rounds, fit_metric)
+done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind)
+report = done.report  # None with blend_json: no OOF to report on
+print(f"{len(done.comp.test)} test images")
 
 # %% [markdown]
 # ## TTA per experiment, chosen on OOF
@@ -75,8 +70,5 @@ eda.per_class_accuracy(report.y, report.oof_probs, report.classes) if report els
 # ## Submission
 
 # %%
-out = write_submission(submission, c, resolve(out_dir) / f"{name}.csv")
-if report:
-    save_blend(report, out.with_suffix(".blend.json"))
-print(f"wrote {out}")
-submission.head()
+print(f"wrote {done.path} and {done.blend_path.name}")
+done.submission.head()

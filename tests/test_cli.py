@@ -1,3 +1,5 @@
+import argparse
+import dataclasses
 import json
 import os
 import re
@@ -9,20 +11,121 @@ import pytest
 import kit.cli
 from kit import KitError
 from kit.cli import main, parse_params
+from kit.config import TrainConfig
 
 NOTEBOOK = str(Path(kit.cli.__file__).resolve().parents[1] / "notebooks" / "train_fold.py")  # the kit under test's
 
 
-def test_unknown_parameter_fails_before_any_fold(project, capsys):
+def test_unknown_parameter_fails_before_any_fold(tiny_comp, project, capsys):
     code = main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, "-p", "epoch=3"])
     assert code == 2
-    assert "unknown parameter(s) ['epoch']" in capsys.readouterr().err
+    assert "parameter(s) ['epoch'] are not in the parameters cell of" in capsys.readouterr().err
     assert not (project / "runs" / "x").exists()
 
 
-def test_ill_typed_flag_fails_before_any_fold(project, capsys):
-    assert main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, "--epochs", "ten"]) == 2
-    assert "epochs='ten' should be int" in capsys.readouterr().err
+@pytest.mark.parametrize("flag,value,message", [
+    ("--epochs", "ten", "argument --epochs: parameter epochs='ten' should be int"),
+    ("--lr", "fast", "argument --lr: parameter lr='fast' should be float"),
+    ("--sam", "bogus", "argument --sam: invalid choice: 'bogus' (choose from 'off', 'sam', 'asam')"),
+])
+def test_ill_typed_flag_is_a_usage_error_before_anything_runs(project, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as e:
+        main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, flag, value])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (project / "runs" / "x").exists()
+
+
+# --- the flags are the config's fields (issue 13) ------------------------------------------------------------
+
+def subparsers() -> dict:
+    """{name: parser} of every `kit` subcommand."""
+    parser = kit.cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def options(parser) -> dict:
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def test_every_config_field_is_a_flag_typed_and_documented_by_its_field():
+    from kit.config import choices, describe
+
+    for cmd in ("train", "run-folds"):
+        flags = options(subparsers()[cmd])
+        for f in dataclasses.fields(TrainConfig):
+            if f.name in ("exp", "fold"):
+                continue
+            action = flags[f.name]
+            assert action.option_strings[0] == "--" + f.name.replace("_", "-") and action.default is None
+            assert action.help == f.metadata["help"] and action.field is f
+            if isinstance(f.default, bool):
+                assert isinstance(action, argparse.BooleanOptionalAction), f.name
+            else:
+                assert action.type("1" if f.name != "model" else "x") == type(f.default)("1" if f.name != "model"
+                                                                                        else "x")
+            if isinstance(f.metadata.get("choices"), tuple):
+                assert tuple(action.choices) == choices(f)
+    shown = subparsers()["train"].format_help()
+    for name in ("sam", "tta", "label_smoothing"):
+        f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+        assert " ".join(f"{describe(f)} (default: {f.default!r})".split()) in " ".join(shown.split())
+
+
+def test_bool_flags_and_typed_values_reach_the_config():
+    args = kit.cli.build_parser().parse_args(["train", "--exp", "e", "--fold", "0", "--no-resume", "--pretrained",
+                                              "--epochs", "3", "--lr", "1e-3", "--comp", "007"])
+    assert kit.cli.config_params(args) == {"resume": False, "pretrained": True, "epochs": 3, "lr": 1e-3,
+                                           "comp": "007", "exp": "e", "fold": 0}
+
+
+def test_every_subcommand_and_option_says_what_it_is_for():
+    for name, parser in subparsers().items():
+        assert parser.description, name
+        for action in parser._actions:
+            assert action.help and action.help.strip(), f"kit {name} {action.option_strings or action.dest}"
+
+
+def test_where_flags_are_defined_once_by_the_config():
+    """--comp/--data-dir/--runs-dir in every subcommand are the TrainConfig field's flag, not a copy."""
+    from kit.config import describe
+
+    seen = 0
+    for name, parser in subparsers().items():
+        for dest in ("comp", "data_dir", "runs_dir"):
+            action = options(parser).get(dest)
+            if action is not None:
+                seen += 1
+                assert getattr(action, "field", None) is not None, f"kit {name} --{dest} is written by hand"
+                assert describe(action.field) in " ".join(parser.format_help().split()), name
+    assert seen >= 10
+
+
+def test_version(capsys):
+    import kit
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"kit {kit.__version__}\n"
+
+
+def test_run_folds_reads_the_notebook_once(tiny_comp, project, monkeypatch, capsys):
+    import jupytext
+
+    reads = []
+    read = jupytext.read
+    monkeypatch.setattr(jupytext, "read", lambda *a, **k: reads.append(a[0]) or read(*a, **k))
+    assert main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, "--model", "no_such_model"]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    assert len(reads) == 1, reads
+
+
+def test_demo_experiments_live_in_the_demo_module():
+    from kit.demo import EXPERIMENTS
+
+    assert set(EXPERIMENTS) == {"effnet", "resnet"} and not hasattr(kit.cli, "DEMO_EXPERIMENTS")
+    for params in EXPERIMENTS.values():
+        TrainConfig.from_params(params)  # valid parameters
 
 
 def test_notebook_without_parameters_cell_is_refused(project, tmp_path, capsys):

@@ -76,7 +76,8 @@ BAD = [
     *[(name, 0, "at least 1") for name in ("epochs", "batch_size", "accum_steps", "sam_every", "save_top")],
     ("model", "no_such_model", r"unknown model 'no_such_model': not a kit preset \(\['effnet_b0'.* nor a timm model"),
     ("model", "resnet18.no_such_tag", r"Invalid pretrained tag .*'resnet18.a1_in1k'.*the bare name 'resnet18'"),
-    ("metric", "bogus", r"use one of \['accuracy', 'balanced_accuracy', 'log_loss', 'macro_f1'\] or an sklearn scorer"),
+    ("metric", "bogus", r"use one of \['accuracy', 'balanced_accuracy', 'log_loss', 'macro_f1'.*\].* or an sklearn "
+                        "scorer"),
     ("tta", "bogus", r"one of \['auto', 'none', 'hflip', 'flips', 'd4', 'multiscale'\]"),
     ("augment", "bogus", r"one of \['none', 'light', 'medium', 'mushroom'\]"),
     ("exp", "../escaped", "not a plain name"),
@@ -131,19 +132,53 @@ def test_valid_edge_values_pass():
     TrainConfig(model="resnet18.a1_in1k")  # a timm name with its pretrained tag
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def between(text: str, start: str, end: str) -> str:
+    return text[text.index(start) + len(start):text.index(end, text.index(start) + len(start))]
+
+
 def test_every_field_has_its_help_in_the_metadata_and_the_notebook_cell_is_generated_from_it():
-    """The train notebook's parameters cell is the config's: names, defaults and the help as comments."""
-    from kit.config import parameters_cell
+    """The train notebook's parameters cell is the config's: names, defaults and `describe` as comments."""
+    from kit.config import describe, parameters_cell
 
-    text = (Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py").read_text()
-    start = text.index('# %% tags=["parameters"]\n') + len('# %% tags=["parameters"]\n')
-    assert text[start:text.index("\n# %%", start)] == parameters_cell()
-    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
-    assert helps["img_size"] == "0: the native resolution of the model (224 when unknown)"
-    assert f"img_size = 0  # {helps['img_size']}\n" in parameters_cell()
+    cell = between((ROOT / "notebooks" / "train_fold.py").read_text(), '# %% tags=["parameters"]\n', "\n# %%")
+    assert cell == parameters_cell()
+    assert all(f.metadata["help"].strip() for f in dataclasses.fields(TrainConfig))  # no row without a meaning
+    img_size = "0: the native resolution of the model (224 when unknown); at least 0"
+    assert describe(fields_by_name()["img_size"]) == img_size and f"img_size = 0  # {img_size}\n" in parameters_cell()
 
 
-def test_a_bad_model_name_stops_run_folds_before_any_fold_starts(project, capsys):
+def fields_by_name() -> dict:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def test_describe_says_the_help_the_choices_and_the_bounds():
+    from kit.config import describe
+
+    f = fields_by_name()
+    assert describe(f["sam"]) == "sharpness-aware minimization (asam: adaptive); choices: off, sam, asam"
+    assert describe(f["tta"]).endswith("; choices: auto, none, hflip, flips, d4, multiscale")  # a registry's
+    assert describe(f["label_smoothing"]).endswith("; at least 0 and less than 1")
+    assert describe(f["lr"]).endswith("; greater than 0")
+    assert describe(f["device"]) == f["device"].metadata["help"]  # nothing to add
+
+
+def test_readme_parameter_table_is_generated_from_the_config():
+    """tools/sync_train_params.py writes it; a field added, renamed or re-documented without rerunning it fails."""
+    from kit.config import parameters_table
+
+    table = between((ROOT / "README.md").read_text(), "<!-- parameters:start -->\n", "<!-- parameters:end -->")
+    assert table == parameters_table()
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in table.splitlines()[2:]}
+    assert list(rows) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert rows["tta"][1] == "`'auto'`"  # the hand-written table said none
+    assert all(row[2].strip("| ") for row in rows.values())
+    assert "/kaggle/input/\\<comp>" in rows["comp"][2]  # escaped: not an HTML tag in the rendered README
+
+
+def test_a_bad_model_name_stops_run_folds_before_any_fold_starts(tiny_comp, project, capsys):
     from kit.cli import main
 
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py"

@@ -10,7 +10,8 @@ import torch
 import kit.runner
 from kit.cli import main
 from kit.competition import load_competition
-from kit.runner import run_folds, run_notebook
+from kit.notebook import run_notebook
+from kit.runner import run_folds
 from kit.submission import validate_submission
 
 NOTEBOOKS = Path(kit.runner.__file__).resolve().parents[1] / "notebooks"  # the kit under test's

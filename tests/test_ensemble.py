@@ -6,6 +6,7 @@ import pytest
 
 import kit
 from kit import KitError
+from kit.blendconfig import BlendConfig
 from kit.ensemble import (Experiment, blend, check_compatible, fit_blend_weights, honest_blend_score, load_best_tta,
                           load_oof)
 from kit.folds import folds_hash
@@ -30,14 +31,14 @@ def synthetic(n=600, k=5, seed=0):
 @pytest.mark.parametrize("method,metric", [("slsqp", "accuracy"), ("caruana", "log_loss"), ("caruana", "accuracy")])
 def test_pure_noise_model_gets_near_zero_weight(method, metric):
     y, preds = synthetic()
-    w = fit_blend_weights(preds, y, method, metric)
+    w = fit_blend_weights(preds, y, BlendConfig(method, metric))
     assert w.min() >= 0 and abs(w.sum() - 1) < 1e-9
     assert w[2] < 0.05, w
 
 
 def test_blend_is_at_least_as_good_as_the_best_single_model_in_sample():
     y, preds = synthetic()
-    w = fit_blend_weights(preds, y, "slsqp")
+    w = fit_blend_weights(preds, y, BlendConfig("slsqp"))
     nll = lambda p: -np.log(p[np.arange(len(y)), y]).mean()  # noqa: E731
     assert nll(blend(preds, w)) <= min(nll(p) for p in preds) + 1e-9
 
@@ -47,9 +48,9 @@ def test_honest_score_is_not_above_in_sample_on_average():
     for seed in range(5):
         y, preds = synthetic(n=300, seed=seed)
         fold = np.arange(len(y)) % 5
-        w = fit_blend_weights(preds, y, "caruana")
+        w = fit_blend_weights(preds, y, BlendConfig("caruana"))
         in_sample = (blend(preds, w).argmax(1) == y).mean()
-        honest, _ = honest_blend_score(preds, y, fold, "caruana")
+        honest, _ = honest_blend_score(preds, y, fold, BlendConfig("caruana"))
         gaps.append(in_sample - honest)
     assert np.mean(gaps) >= 0
 
@@ -113,8 +114,9 @@ def test_missing_fold_is_named(tmp_path, folds):
                                           ("rank", "roc_auc_ovr")])
 def test_blend_spaces_give_distributions_and_ignore_noise(space, metric):
     y, preds = synthetic()
-    w = fit_blend_weights(preds, y, "caruana", metric, space=space)
-    p = blend(preds, w, space)
+    config = BlendConfig("caruana", metric, space)
+    w = fit_blend_weights(preds, y, config)
+    p = blend(preds, w, config)
     assert np.allclose(p.sum(1), 1) and (p >= 0).all()
     assert w[2] < 0.1, (space, w)
 
@@ -155,7 +157,7 @@ def test_caruana_in_sample_is_never_below_the_best_single_model_on_what_it_fits(
 
     for seed in range(5):
         y, preds = synthetic(n=200, seed=seed)
-        w = fit_blend_weights(preds, y, "caruana", "accuracy", fit_metric=fit_metric)
+        w = fit_blend_weights(preds, y, BlendConfig("caruana", "accuracy", fit_metric=fit_metric))
         best = max(score(fit_metric, y, p) for p in preds)
         assert score(fit_metric, y, blend(preds, w)) >= best - 1e-6
 
@@ -230,11 +232,11 @@ def test_noise_models_get_no_weight_by_default_and_the_blend_keeps_the_good_mode
         logits = 2 * np.eye(5)[y] + rng.normal(size=(600, 5))
         good = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
         preds = [good] + [rng.dirichlet(np.ones(5), 600) for _ in range(10)]
-        w = fit_blend_weights(preds, y, "caruana", "accuracy")
+        w = fit_blend_weights(preds, y, BlendConfig("caruana", "accuracy"))
         assert w[1:].sum() < 0.02, w
-        honest, _ = honest_blend_score(preds, y, fold, "caruana", "accuracy")
+        honest, _ = honest_blend_score(preds, y, fold, BlendConfig("caruana", "accuracy"))
         assert honest >= (good.argmax(1) == y).mean() - 1e-9
-    assert fit_blend_weights(preds, y, "caruana", "accuracy", fit_metric="accuracy")[1:].sum() > 0.1  # the mutant
+    assert fit_blend_weights(preds, y, BlendConfig("caruana", "accuracy", fit_metric="accuracy"))[1:].sum() > 0.1  # mutant
 
 
 @pytest.mark.parametrize("space", ["prob", "logit", "power"])
@@ -242,7 +244,7 @@ def test_one_model_blended_alone_is_itself(space):
     from kit.metrics import metric_value
 
     y, preds = synthetic()
-    p = blend([preds[0]], np.ones(1), space, power=3.0)
+    p = blend([preds[0]], np.ones(1), BlendConfig(space=space, power=3.0))
     assert np.allclose(p, preds[0], atol=1e-9)
     assert metric_value("log_loss", y, p) == pytest.approx(metric_value("log_loss", y, preds[0]))
 
@@ -251,14 +253,15 @@ def test_one_model_blended_alone_is_itself(space):
 def test_rank_space_is_only_for_ranking_metrics(metric):
     y, preds = synthetic()
     with pytest.raises(KitError, match=f"space='rank' .* metric={metric!r} reads probabilities"):
-        fit_blend_weights(preds, y, "caruana", metric, space="rank")
+        BlendConfig("caruana", metric, space="rank")
     with pytest.raises(KitError, match="space='rank'"):
-        honest_blend_score(preds, y, np.arange(len(y)) % 3, "mean", metric, space="rank")
-    w = fit_blend_weights(preds, y, "caruana", "roc_auc_ovr", space="rank")  # AUC reads only the order
+        BlendConfig("mean", metric, space="rank")
+    w = fit_blend_weights(preds, y, BlendConfig("caruana", "roc_auc_ovr", "rank"))  # AUC reads only the order
     assert w[2] < 0.1
 
 
 def test_slsqp_fits_log_loss_only():
     y, preds = synthetic()
     with pytest.raises(KitError, match="method='slsqp' minimizes log loss.*fit_metric='accuracy'"):
-        fit_blend_weights(preds, y, "slsqp", "accuracy", fit_metric="accuracy")
+        BlendConfig("slsqp", "accuracy", fit_metric="accuracy")
+    assert fit_blend_weights(preds, y, BlendConfig("slsqp", "accuracy")).sum() == pytest.approx(1)

@@ -19,9 +19,10 @@ from kit import KitError
 from kit.competition import load_competition
 from kit.config import TrainConfig
 from kit.folds import folds_path, make_folds, write_folds
+from kit.rundir import is_complete
 from kit.runner import run_folds
 from kit.submission import make_submission
-from kit.train import fit_fold, is_complete
+from kit.train import fit_fold
 
 TINY = dict(model="test_resnet", img_size=16, batch_size=32, epochs=1, tta="none")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py"

@@ -1,6 +1,8 @@
 """Test predictions and blends are tied to the checkpoints that made them (kit.infer)."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,11 +11,15 @@ import torch
 
 import kit
 from kit import KitError
+from kit.blendconfig import BlendConfig
+from kit.cli import main
 from kit.folds import folds_hash, folds_path, read_folds
-from kit.infer import infer_and_blend, predict_blend, predict_fold
-from kit.io import save_torch, write_json
+from kit.infer import blend_and_submit, infer_and_blend, predict_blend, predict_fold
+from kit.io import read_json, save_torch, write_json
 from kit.models import create_model
 from kit.rundir import checkpoint_hash, oof_frame, oof_name
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def save_model(fold_path, classes, seed):
@@ -34,11 +40,12 @@ def fake_fold(fold_path, classes, seed=0, kit_version=kit.__version__):
     return save_model(fold_path, classes, seed)
 
 
-def fake_experiment(runs, exp, folds, classes, oofs):
-    """Every fold of `exp` with OOF files: oofs(k, part) -> {tta: (rows, K) probabilities}, first one also oof.csv."""
+def fake_experiment(runs, exp, folds, classes, oofs, seed=0):
+    """Every fold of `exp` with OOF files: oofs(k, part) -> {tta: (rows, K) probabilities}, first one also oof.csv;
+    fold k's best.pt is an untrained model of seed `seed + k`."""
     for k in range(int(folds["fold"].max()) + 1):
         d = runs / exp / f"fold{k}"
-        made_by = fake_fold(d, classes, seed=k)
+        made_by = fake_fold(d, classes, seed=seed + k)
         part = folds[folds["fold"] == k]
         y = part["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
         frames = {t: oof_frame(part["id"], k, y, p, classes, t, folds_hash(folds), made_by)
@@ -166,13 +173,13 @@ def test_blend_json_experiment_names_are_names_not_paths(tiny_comp, project):
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
-def test_rank_space_is_refused_for_a_metric_that_reads_probabilities(tiny_comp, project, metric):
+def test_rank_space_is_refused_for_a_metric_that_reads_probabilities(tiny_comp, project, metric, capsys):
     spec = blend_spec(tiny_comp, project)
-    with pytest.raises(KitError, match=f"space='rank' .* metric={metric!r} reads probabilities"):
-        infer_and_blend(tiny_comp, read_folds(folds_path(tiny_comp)), ["m"], metric=metric, space="rank",
-                        device="cpu")
+    assert main(["blend", "--exps", "m", "--metric", metric, "--space", "rank", "--device", "cpu"]) == 2
+    assert f"space='rank' blends per-class ranks" in capsys.readouterr().err
     with pytest.raises(KitError, match="space='rank'"):
-        predict_blend(tiny_comp, {**spec, "space": "rank", "metric": metric}, "runs", "cpu")
+        predict_blend(tiny_comp, {**spec, "config": {**spec["config"], "space": "rank", "metric": metric}}, "runs",
+                      "cpu")
 
 
 def test_every_oof_file_of_a_trained_fold_names_its_checkpoint(tiny_comp, project):
@@ -193,3 +200,86 @@ def test_a_fold_config_with_an_unknown_precision_is_refused_naming_the_file(tiny
     config.write_text(json.dumps({**json.loads(config.read_text()), "amp_resolved": "bf16"}))
     with pytest.raises(KitError, match=rf"{config}: amp_resolved='bf16' is not one of"):
         predict_fold(fold, tiny_comp, "none", "cpu")
+
+
+def two_experiments(tiny_comp, project):
+    """'m' right on even rows, 'n' on odd ones (a blend of both beats either), with other test models."""
+    folds = read_folds(folds_path(tiny_comp))
+    classes = classes_of(tiny_comp)
+
+    def half_right(parity):
+        def oofs(k, y):
+            p = np.full((len(y), len(classes)), 0.5 / (len(classes) - 1))
+            rows = np.arange(len(y)) % 2 == parity
+            p[np.arange(len(y)), np.where(rows, y, (y + 1) % len(classes))] = 0.5
+            return {"none": 0.6 * p + 0.4 * np.eye(len(classes))[y] * 0.5 + 0.2 / len(classes)}
+        return oofs
+
+    fake_experiment(project / "runs", "m", folds, classes, half_right(0), seed=0)
+    fake_experiment(project / "runs", "n", folds, classes, half_right(1), seed=10)
+
+
+def probability_sample(comp):
+    """The sample rewritten with one probability column per class: the submission then shows the blend's
+    probabilities, not only their argmax."""
+    sample = pd.read_csv(comp.sample_submission, dtype=str)[["image_id"]]
+    for c in classes_of(comp):
+        sample[c] = "0.1"
+    sample.to_csv(comp.sample_submission, index=False)
+
+
+def test_a_saved_blend_is_applied_with_the_config_it_was_fitted_with(tiny_comp, project):
+    two_experiments(tiny_comp, project)
+    probability_sample(tiny_comp)
+    config = BlendConfig("mean", "log_loss", "logit", rounds=7)
+    fitted = blend_and_submit("demo", ["m", "n"], config, name="fit", device="cpu")
+    saved = read_json(project / "submissions" / "fit.blend.json")
+    assert fitted.blend_path == project / "submissions" / "fit.blend.json" and saved == fitted.blend
+    assert saved["config"] == config.to_dict() and BlendConfig.from_blend(saved) == config
+    assert saved["fit_objective"] == "log_loss" and fitted.report.config == config
+    assert list(fitted.report.weights) == [0.5, 0.5]
+    # applied with another config at hand (the default: prob space): the saved one is what counts
+    applied = blend_and_submit("demo", blend_json="submissions/fit.blend.json", name="again", device="cpu")
+    assert applied.report is None and BlendConfig.from_blend(applied.blend) == config
+    assert (project / "submissions" / "again.csv").read_bytes() == fitted.path.read_bytes()
+    prob_space = blend_and_submit("demo", ["m", "n"], BlendConfig("mean", "log_loss"), name="prob", device="cpu")
+    assert not np.allclose(prob_space.submission.iloc[:, 1:].to_numpy(float),
+                           fitted.submission.iloc[:, 1:].to_numpy(float))  # the space shows in the submission
+
+
+def test_submission_kind_reaches_the_submission_from_the_flag_and_from_blend_json(tiny_comp, project, capsys):
+    two_experiments(tiny_comp, project)
+    probability_sample(tiny_comp)  # one column per class: labels cannot be written there
+    refused = "submission_kind='label', but .*sample_submission.csv has one column per class"
+    assert main(["blend", "--exps", "m,n", "--name", "s", "--device", "cpu"]) == 0
+    assert read_json(project / "submissions" / "s.blend.json")["config"]["submission_kind"] == "auto"
+    capsys.readouterr()
+    assert main(["blend", "--exps", "m,n", "--submission-kind", "label", "--device", "cpu"]) == 2
+    assert re.search(refused, capsys.readouterr().err)
+    assert main(["blend", "--blend-json", "submissions/s.blend.json", "--submission-kind", "label"]) == 2
+    assert re.search(refused, capsys.readouterr().err)
+    spec = read_json(project / "submissions" / "s.blend.json")
+    write_json({**spec, "config": {**spec["config"], "submission_kind": "label"}}, project / "label.blend.json")
+    assert main(["blend", "--blend-json", "label.blend.json"]) == 2  # the saved kind, with no flag
+    assert re.search(refused, capsys.readouterr().err)
+    assert main(["blend", "--blend-json", "label.blend.json", "--submission-kind", "auto", "--name", "t"]) == 0
+    assert read_json(project / "submissions" / "t.blend.json")["config"]["submission_kind"] == "auto"
+
+
+@pytest.mark.slow
+def test_the_cli_and_the_infer_notebook_write_the_same_submission_and_blend(tiny_comp, project):
+    from kit.notebook import run_notebook
+
+    two_experiments(tiny_comp, project)
+    probability_sample(tiny_comp)
+    settings = {"metric": "log_loss", "space": "power", "power": 3.0, "rounds": 7}
+    assert main(["blend", "--exps", "m,n", "--name", "cli", "--metric", "log_loss", "--space", "power",
+                 "--power", "3", "--rounds", "7"]) == 0
+    run_notebook(NOTEBOOKS / "infer_ensemble.py", project / "runs" / "infer.ipynb",
+                 {"exps": ["m", "n"], "name": "nb", **settings}, log=False)
+    assert main(["blend", "--blend-json", "submissions/cli.blend.json", "--name", "again"]) == 0
+    cli, nb = read_json(project / "submissions" / "cli.blend.json"), read_json(project / "submissions" / "nb.blend.json")
+    assert cli == nb and cli["config"] == BlendConfig(**settings).to_dict()
+    assert 0 < cli["experiments"][0]["weight"] < 1  # both experiments in it: the weights and the space matter
+    files = [(project / "submissions" / f"{n}.csv").read_bytes() for n in ("cli", "nb", "again")]
+    assert files[0] == files[1] == files[2]

@@ -5,10 +5,10 @@ import jupytext
 import pytest
 
 from kit.config import TrainConfig
-from kit.runner import notebook_parameters, parameters_cell
+from kit.notebook import notebook_parameters, parameters_cell
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["eda", "train_fold", "infer_ensemble"]
+NAMES = ["eda", "train_fold", "infer_ensemble", "kaggle_infer"]
 
 
 def cells(nb):

@@ -7,11 +7,14 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import jupytext
+import nbformat
 import pandas as pd
 import pytest
 
 import kit.package
 from kit import KitError
+from kit.blendconfig import BlendConfig
 from kit.cli import main
 from kit.competition import load_competition
 from kit.config import TrainConfig
@@ -62,7 +65,7 @@ def test_bundle_notebook_runs_offline_in_a_fresh_venv(tiny_comp, project, tmp_pa
     run = subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle / "wheels"),
                           "kit", "ttach"], env=env, capture_output=True, text=True, cwd=tmp_path / "working")
     assert run.returncode == 0, run.stderr
-    code = (f"from kit.runner import run_notebook; run_notebook({str(bundle / 'kaggle_infer.ipynb')!r}, "
+    code = (f"from kit.notebook import run_notebook; run_notebook({str(bundle / 'kaggle_infer.ipynb')!r}, "
             f"{str(tmp_path / 'working' / 'executed.ipynb')!r}, {{'bundle': {str(bundle)!r}, "
             f"'comp': {str(test_only)!r}}}, log=False)")
     run = subprocess.run([py, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path / "working")
@@ -71,6 +74,11 @@ def test_bundle_notebook_runs_offline_in_a_fresh_venv(tiny_comp, project, tmp_pa
     validate_submission(pd.read_csv(sub, dtype=str), tiny_comp.sample_submission)
     expected = infer_and_blend(tiny_comp, read_folds(folds_path(tiny_comp)), ["m"]).submission
     assert pd.read_csv(sub, dtype=str)["label"].tolist() == expected["label"].tolist()
+    # `kit blend --blend-json` on the same bundle writes the same file
+    assert main(["blend", "--blend-json", str(bundle / "blend.json"), "--runs-dir", str(bundle / "runs"),
+                 "--comp", str(test_only), "--name", "cli"]) == 0
+    assert (project / "submissions" / "cli.csv").read_bytes() == sub.read_bytes()
+    assert json.loads((bundle / "blend.json").read_text())["config"] == BlendConfig().to_dict()
     kit_file = subprocess.run([py, "-c", "import kit; print(kit.__file__)"], env=env, capture_output=True,
                               text=True).stdout
     assert kit_file.startswith(site), kit_file  # the bundle's kit, installed in the fresh venv
@@ -164,3 +172,24 @@ def test_package_into_an_empty_folder_works(project, no_wheel_build):
     (project / "empty").mkdir()
     bundle = package_for_kaggle(fake_runs(project), project / "empty")
     assert (bundle / ".kit-bundle").is_file() and (bundle / "kaggle_infer.ipynb").is_file()
+
+
+def test_the_bundle_notebook_is_the_kaggle_template(project, no_wheel_build):
+    """Written from notebooks/kaggle_infer.py as it is: one blend_and_submit call on the bundle's blend.json,
+    not the infer notebook with its parameters patched."""
+    bundle = package_for_kaggle(fake_runs(project), project / "bundle")
+    written = nbformat.read(bundle / "kaggle_infer.ipynb", as_version=4)
+    template = jupytext.read(kit.package.TEMPLATE)
+    assert [(c.cell_type, c.source) for c in written.cells] == [(c.cell_type, c.source) for c in template.cells]
+    code = "\n".join(c.source for c in written.cells if c.cell_type == "code")
+    assert code.count("blend_and_submit(") == 1 and 'blend_json=f"{bundle}/blend.json"' in code
+    assert "infer_and_blend" not in code and "write_submission" not in code
+
+
+def test_package_refuses_a_blend_json_whose_config_is_bad_before_writing(project, no_wheel_build):
+    blend = fake_runs(project)
+    spec = json.loads(blend.read_text())
+    blend.write_text(json.dumps({**spec, "config": {"space": "rank", "metric": "accuracy"}}))
+    with pytest.raises(KitError, match="space='rank' .* metric='accuracy' reads probabilities"):
+        package_for_kaggle(blend, project / "bundle")
+    assert not (project / "bundle").exists()

@@ -136,9 +136,6 @@ def test_cached_test_predictions_are_used_only_for_the_same_ids_and_checkpoint(t
 # with one (a path built on it), or an f-string piece that builds one ("oof-{tta}.csv").
 NAMES = ("best.pt", "last.pt", "history.csv", "config.json", "oof.csv", "run.log", "job.json", "train_fold.ipynb")
 PREFIXES = ("oof-", "test_", "top-")
-# kit.runner and kit.lock still spell theirs (train_fold.ipynb, run.log, job.json, history.csv, .lock); drop
-# each from here once it imports the names from kit.rundir
-PENDING = {"runner.py", "lock.py"}
 
 
 def spellings(path: Path) -> list[str]:
@@ -169,8 +166,6 @@ def test_spellings_finds_what_it_looks_for(tmp_path):
 
 @pytest.mark.parametrize("module", sorted(p.name for p in KIT.glob("*.py") if p.name != "rundir.py"))
 def test_no_module_but_rundir_spells_a_run_folder_file_name(module):
-    if module in PENDING:
-        pytest.skip(f"{module} still spells its run-folder names: switch it to kit.rundir")
     assert spellings(KIT / module) == []
 
 
@@ -192,6 +187,8 @@ def test_training_and_prediction_take_the_run_folder_from_rundir_and_devices_fro
     assert "ensemble" not in kit_imports("train")  # OOF names and checkpoint hashes are rundir's
     assert "train" not in kit_imports("infer") and "train" not in kit_imports("ensemble")
     assert {"rundir", "device"} <= set(kit_imports("infer")) and {"rundir", "device"} <= set(kit_imports("train"))
+    for module in ("runner", "package"):  # the run folder's names are rundir's, not train's
+        assert "train" not in kit_imports(module) and "rundir" in kit_imports(module), module
 
 
 def test_kit_modules_import_each_other_without_cycles():

@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import kit.notebook
 import kit.runner
 from kit import KitError
 from kit.cli import main
+from kit.rundir import is_complete
 from kit.runner import run_folds
-from kit.train import is_complete
 
 NOTEBOOK = Path(kit.runner.__file__).resolve().parents[1] / "notebooks" / "train_fold.py"  # the kit under test's
 TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 32, "tta": "none"}
@@ -134,10 +135,20 @@ def test_kernel_that_cannot_start_is_reported_before_any_fold(tiny_comp, project
     spec.write_text(json.dumps({"argv": ["/nonexistent/python", "-f", "{connection_file}"], "display_name": "b",
                                 "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    monkeypatch.setattr(kit.runner, "kernel_name", lambda: "broken")
+    monkeypatch.setattr(kit.notebook, "kernel_name", lambda: "broken")
     with pytest.raises(KitError, match="kernel .* cannot start"):
         run_folds("k", [0], TINY, NOTEBOOK)
     assert not (project / "runs" / "k").exists()
+
+
+def test_a_worker_process_imports_no_torch():
+    """`python -m kit.runner` runs beside each fold's kernel, which trains: torch or sklearn in the worker too
+    would cost seconds and ~800 MB a fold for nothing (kit.rundir, kit.device, kit.lock import them)."""
+    heavy = ("torch", "sklearn", "kit.rundir", "kit.device", "kit.lock", "kit.train")
+    code = f"import sys, kit.runner; print([m for m in {heavy!r} if m in sys.modules])"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 def test_unknown_backend_and_parameter_fail_before_any_fold(tiny_comp, project):

@@ -1,0 +1,200 @@
+"""The board: every experiment under runs/ side by side, and the parameters that set them apart.
+
+What `kit board` prints, as DataFrames: per experiment its folds done against folds.csv, the OOF score
+of every TTA preset it has current predictions for, each fold's best epoch and time, and its weight in
+the newest blend; folds that are running, interrupted, stale or trained with other parameters are said
+so in its notes rather than counted. The run folder is read through kit.rundir only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import KitError
+from .config import RUNTIME_ONLY, TrainConfig, training_changes
+from .ensemble import load_tta_candidates
+from .folds import folds_path, read_folds
+from .io import read_json
+from .lock import lock_path
+from .metrics import lookup, metric_value
+from .paths import resolve
+from .rundir import CONFIG, HISTORY, is_complete, read_config, stale_reason
+
+FOLD = re.compile(r"fold(\d+)")
+
+
+def experiments(runs_dir: str | Path = "runs") -> dict[str, list[Path]]:
+    """{experiment: its fold folders, by fold number} for every folder of runs_dir holding a fold<k>/ (not
+    runs/_notebooks, the image cache or folds-<comp>.csv)."""
+    root = resolve(runs_dir)
+    if not root.is_dir():
+        raise KitError(f"runs_dir {str(root)!r} does not exist; pass the folder the experiments were trained into "
+                       "(--runs-dir), or train one first: kit run-folds --exp NAME")
+    found = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        folds = sorted((f for f in d.iterdir() if f.is_dir() and FOLD.fullmatch(f.name)),
+                       key=lambda f: int(FOLD.fullmatch(f.name)[1]))
+        if folds:
+            found[d.name] = folds
+    if not found:
+        raise KitError(f"no experiments under {root} (no folder there holds a fold<k>/); train one first: "
+                       "kit run-folds --exp NAME, or pass the runs folder with --runs-dir")
+    return found
+
+
+def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions: str | Path = "submissions"
+          ) -> pd.DataFrame:
+    """One row per experiment: experiment, model, img_size, folds_done (complete, current folds) and n_folds
+    (folds.csv), oof_<metric>_<tta> per TTA preset with current OOF of every fold, best_epochs (per fold of
+    folds.csv, 1-based, from its history; None without one), fold_seconds (mean training time of the done
+    folds), blend_weight (only when a submissions/*.blend.json exists: the newest one's weight; its path in
+    .attrs['blend']) and notes (a list: what is not done or not current, and why).
+
+    metric: None scores each experiment in the metric it was trained on (its own column when they differ).
+    """
+    exps = experiments(runs_dir)
+    if metric is not None:
+        lookup(metric)  # an unknown name is refused before anything is read
+    rows = [experiment_row(runs_dir, name, folders, metric) for name, folders in exps.items()]
+    blend_path = newest_blend(submissions)
+    if blend_path is not None:
+        add_blend_weights(rows, blend_path)
+    table = pd.DataFrame(rows)
+    scores = sorted(c for c in table.columns if c.startswith("oof_"))
+    order = ["experiment", "model", "img_size", "folds_done", "n_folds", *scores, "best_epochs", "fold_seconds",
+             *(["blend_weight"] if blend_path else []), "notes"]
+    table = table[order]
+    table.attrs["blend"] = str(blend_path or "")
+    return table
+
+
+def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None) -> dict:
+    by_fold = {int(FOLD.fullmatch(f.name)[1]): f for f in folders}
+    configs = {f: read_config(f) for f in folders if (f / CONFIG).is_file()}
+    first = next(iter(configs.values()), {})
+    train_metric = first.get("metric", "accuracy")
+    try:
+        n_folds, unknown = n_folds_of(first), ""
+    except KitError as e:
+        n_folds, unknown = None, f"folds.csv unknown: {e}"
+    states = {k: fold_note(f) for k, f in by_fold.items()}
+    notes = [note for note in states.values() if note]
+    notes += [f"{f.name} was trained with other parameters than {next(iter(configs)).name} ({listing(c)})"
+              for f, cfg in configs.items() if (c := training_changes(first, cfg))]
+    expected = range(n_folds) if n_folds else sorted(by_fold)
+    done = [k for k in expected if states.get(k) == ""]
+    row = {"experiment": name, "model": first.get("model"),
+           "img_size": first.get("img_size_resolved", first.get("img_size")), "folds_done": len(done),
+           "n_folds": n_folds, "best_epochs": [best_epoch(by_fold[k], train_metric) if k in by_fold else None
+                                               for k in expected],
+           "fold_seconds": np.mean([history(by_fold[k])["seconds"].sum() for k in done]) if done else np.nan,
+           "checkpoints": None}
+    missing = sorted(set(expected) - set(done))
+    if n_folds and not missing:
+        try:
+            row |= oof_scores(runs_dir, name, first, metric or train_metric)
+        except KitError as e:
+            notes.append(f"no OOF score: {e}")
+    elif n_folds:
+        notes.insert(0, f"no OOF score until folds {missing} are done")
+    else:
+        notes.insert(0, unknown)
+    return row | {"notes": notes}
+
+
+def fold_note(folder: Path) -> str:
+    """'' for a fold that is done and current; else what it is: running, incomplete, stale."""
+    epochs = history(folder)
+    progress = f"epoch {len(epochs)}/{read_config(folder).get('epochs', '?')}" if (folder / CONFIG).is_file() else ""
+    if is_locked(folder):
+        return f"{folder.name} running ({progress or 'starting'})"
+    if not is_complete(folder):
+        return f"{folder.name} incomplete ({progress or 'nothing trained'}; not running: interrupted or failed)"
+    try:
+        reason = stale_reason(folder)
+    except (KitError, KeyError) as e:  # folds.csv gone, a config.json of an older kit
+        reason = f"cannot be checked ({e})"
+    return f"{folder.name} stale: {reason}" if reason else ""
+
+
+def is_locked(folder: Path) -> bool:
+    """Whether a live process holds the fold's lock (kit.lock): read from /proc/locks, since trying the lock
+    would make a run that starts at that instant fail as busy. Matched on the inode alone: on overlayfs
+    stat() gives the overlay's device, /proc/locks the real one. False where there is no /proc/locks."""
+    path = lock_path(folder)
+    try:
+        inode, locks = os.stat(path).st_ino, Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    return any(len(f := line.split()) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(inode)
+               for line in locks.splitlines())
+
+
+def history(folder: Path) -> pd.DataFrame:
+    path = folder / HISTORY
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": [], "seconds": []})
+
+
+def best_epoch(folder: Path, metric: str) -> int | None:
+    """The epoch (1-based) with the best validation score: the one best.pt keeps (ties: the earlier)."""
+    h, column = history(folder), f"val_{metric}"
+    if h.empty or column not in h:
+        return None
+    values = h[column] if lookup(metric).greater_is_better else -h[column]
+    return int(h["epoch"][values.idxmax()])
+
+
+def n_folds_of(config: dict) -> int:
+    """The folds in the experiment's folds.csv (where its config.json says the competition is)."""
+    if "competition" not in config:
+        raise KitError("no fold's config.json names the competition (no fold has started, or an older kit)")
+    return int(read_folds(folds_path(config["competition"], config.get("runs_dir")))["fold"].max()) + 1
+
+
+def oof_scores(runs_dir, name: str, config: dict, metric: str) -> dict:
+    folds = read_folds(folds_path(config["competition"], config.get("runs_dir")))
+    candidates = load_tta_candidates(runs_dir, name, folds)
+    y = candidates[0].oof["target"].to_numpy()
+    return {f"oof_{metric}_{e.tta}": metric_value(metric, y, e.probs) for e in candidates} | \
+        {"checkpoints": list(candidates[0].checkpoints)}
+
+
+def listing(changes: dict) -> str:
+    return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def newest_blend(submissions: str | Path) -> Path | None:
+    folder = resolve(submissions)
+    blends = sorted(folder.glob("*.blend.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return blends[-1] if blends else None
+
+
+def add_blend_weights(rows: list[dict], path: Path) -> None:
+    """Each experiment's weight in the newest blend (NaN: not in it); a note where its folds were retrained
+    since, so the weight is of checkpoints that are gone."""
+    spec = {e["name"]: e for e in read_json(path).get("experiments", [])}
+    for r in rows:
+        r["blend_weight"] = spec[r["experiment"]]["weight"] if r["experiment"] in spec else np.nan
+        used = spec.get(r["experiment"], {}).get("checkpoints")
+        if used and r["checkpoints"] and used != r["checkpoints"]:  # none recorded: a blend of an older kit
+            r["notes"].append(f"retrained since {path.name}: its weight there is of the checkpoints before")
+
+
+def differing_params(runs_dir: str | Path = "runs") -> pd.DataFrame:
+    """The training parameters (TrainConfig fields, runtime-only ones left out) whose values differ between
+    experiments: one row per parameter, one column per experiment (read from its first fold's config.json;
+    folds that differ within an experiment are board()'s notes). Empty when nothing differs."""
+    configs = {}
+    for name, folders in experiments(runs_dir).items():
+        with_config = [f for f in folders if (f / CONFIG).is_file()]
+        configs[name] = read_config(with_config[0]) if with_config else {}
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RUNTIME_ONLY]
+    table = pd.DataFrame({exp: [cfg.get(n) for n in names] for exp, cfg in configs.items()}, index=names, dtype=object)
+    differs = [n for n in names if len({repr(cfg.get(n)) for cfg in configs.values()}) > 1]
+    return table.loc[differs]
