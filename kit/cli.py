@@ -161,7 +161,7 @@ def check_n_folds(n: int) -> int:
 def cmd_demo_data(a):
     from .demo import build_demo
 
-    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n)}")
+    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n, task=a.task)}")
 
 
 def cmd_folds(a):
@@ -241,7 +241,7 @@ def cmd_blend(a):
 
     config = BlendConfig(a.method, a.metric, a.space, a.power, a.rounds, a.fit_metric)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
-                            a.device, a.submission_kind)
+                            a.device, a.submission_kind, a.batch_size, a.num_workers)
     if done.report:
         r = done.report
         print(r.scores.round(4).to_string(index=False))
@@ -250,16 +250,47 @@ def cmd_blend(a):
 
 
 def cmd_package(a):
+    from . import publish
+    from .deps import KAGGLE_MAY_LACK
     from .package import package_for_kaggle
 
-    out = package_for_kaggle(a.blend_json, a.out, a.runs_dir, tuple(x for x in a.extra.split(",") if x))
-    print(f"bundle in {out}: upload it as a Kaggle dataset; run kaggle_infer.ipynb with the internet off")
+    user = a.kaggle_user or publish.default_user()
+    if a.push:  # checked before the bundle (a minute of wheel building) is written
+        if not a.kaggle_comp:
+            raise KitError("--push needs --comp NAME: the kernel runs on that competition's data")
+        publish.kaggle_command(user)
+    extra = tuple(dict.fromkeys([*KAGGLE_MAY_LACK, *(x.strip() for x in a.extra.split(",") if x.strip())]))
+    out = package_for_kaggle(a.blend_json, a.out, a.runs_dir, extra, comp=a.kaggle_comp, kaggle_user=user)
+    print(run_time_line(a))
+    if a.push:
+        print(f"bundle in {out}; pushed: kernel {publish.push(out, a.kaggle_comp, user)} runs on Kaggle")
+    elif a.kaggle_comp:
+        print(f"bundle in {out}: kaggle datasets create -p {out} --dir-mode zip, then kaggle kernels push -p {out} "
+              f"(or kit package --push)")
+    else:
+        print(f"bundle in {out}: upload it as a Kaggle dataset; run kaggle_infer.ipynb with the internet off")
+
+
+def run_time_line(a) -> str:
+    """The bundle notebook's inference time, from the blend's models timed here on a few images of the local
+    test set of --comp (kit.infer.estimate_test_run); why not, when it cannot be."""
+    from .device import pick_device
+    from .infer import estimate_test_run
+
+    if not a.kaggle_comp:
+        return "no run-time estimate: pass --comp NAME, with the competition's test images under --data-dir"
+    try:
+        seconds, n = estimate_test_run(a.blend_json, a.kaggle_comp, a.data_dir, a.runs_dir)
+    except KitError as e:
+        return f"no run-time estimate: {e}"
+    return (f"estimated inference time: {seconds / 60:.1f} min for {n} test images, timed here on "
+            f"{pick_device('auto').type} (Kaggle's GPU or a hidden test set of another size scales it)")
 
 
 def cmd_score(a):
     from .demo import leaderboard_score
 
-    print(f"leaderboard {a.metric}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
+    print(f"leaderboard {a.metric or 'score'}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
 
 
 def cmd_board(a):
@@ -350,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = command(sub, "demo-data", cmd_demo_data, "write the demo competition to data/demo/ and its hidden labels",
                 where("data_dir"))
     s.add_argument("--name", default="demo", help="the competition's folder under --data-dir")
+    s.add_argument("--task", default="multiclass", choices=("multiclass", "binary", "ordinal", "multilabel"),
+                   help="binary: digit >= 5 scored by AUC; ordinal: the digit scored by QWK; multilabel: which "
+                        "digits appear on two side by side, mean F1")
     s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
 
     s = command(sub, "folds", cmd_folds, "write folds.csv once for a competition",
@@ -402,12 +436,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed; "
                                                     "the fit flags are not used)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<n> or mps: where the test set is inferred")
+    s.add_argument("--batch-size", type=int, default=128,
+                   help="test images per batch, and per forward with the TTA views (lower it if the GPU runs out)")
+    s.add_argument("--num-workers", type=int, default=-1,
+                   help="processes decoding test images; -1: 0 on CPU, the cores per GPU (at most 8) on CUDA")
 
     s = command(sub, "package", cmd_package,
-                "bundle kit, wheels, checkpoints and blend.json for an offline Kaggle notebook", where("runs_dir"))
+                "bundle kit, wheels, checkpoints and blend.json for an offline Kaggle notebook",
+                where("runs_dir", "data_dir"))
     s.add_argument("--blend-json", required=True, help="the blend to bundle: submissions/<name>.blend.json")
     s.add_argument("--out", default="kaggle_bundle", help="the bundle folder (replaced only when it is a kit bundle)")
-    s.add_argument("--extra", default="ttach", help="comma-separated packages the Kaggle image lacks")
+    from .deps import KAGGLE_MAY_LACK
+
+    s.add_argument("--extra", default="", help=f"comma-separated packages to bundle besides kit and those a Kaggle "
+                                               f"image may lack ({', '.join(KAGGLE_MAY_LACK)}); the notebook installs "
+                                               f"each only where the image has no fitting version")
+    # its own flag, not the config's: no default (the config's is 'demo'); the same name as data/<comp> here
+    s.add_argument("--comp", dest="kaggle_comp", default="",
+                   help="the competition's name on Kaggle (and here: data/<comp>): the notebook reads /kaggle/input/"
+                        "<comp>, and dataset-metadata.json and kernel-metadata.json are written for the kaggle command")
+    s.add_argument("--kaggle-user", default="",
+                   help="your Kaggle user name, the owner in the dataset's and kernel's ids "
+                        "(default: $KAGGLE_USERNAME)")
+    s.add_argument("--push", action="store_true", help="upload the bundle (kaggle datasets create, or version when it "
+                                                       "exists) and push the notebook (kaggle kernels push), which "
+                                                       "Kaggle then runs; needs the kaggle command and --comp")
 
     s = command(sub, "board", cmd_board, "every experiment under runs/: folds done, OOF scores, what differs",
                 where("runs_dir"))
@@ -416,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = command(sub, "score", cmd_score, "grade a submission against the demo's hidden labels",
                 where("comp", "data_dir"))
     s.add_argument("submission", help="the submission CSV")
-    s.add_argument("--metric", default="accuracy", help="a kit.metrics name or a scikit-learn scorer name")
+    s.add_argument("--metric", default="", help="a kit.metrics name or a scikit-learn scorer name (default: the demo "
+                   "task's own: accuracy, roc_auc, qwk or f_beta:1)")
     return p
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import KitError
@@ -25,6 +26,9 @@ TEST_DIRS = ("test", "test_images")
 KAGGLE_INPUT = Path("/kaggle/input")
 OTHER_SEPARATORS = (";", "\t", "|")  # what a one-column header holds when the file is not comma-separated
 SAMPLE_NEEDS = "an id column and the target column(s)"
+TASKS = ("auto", "multiclass", "binary", "multilabel", "ordinal", "regression")
+ORDINAL_METRICS = ("qwk",)  # a numeric grade scored by one of these is an ordinal task
+LIST_SEPARATORS = (" ", "|", ",", ";")  # what joins the labels of a multi-label cell ('cloudy primary')
 
 
 @dataclass
@@ -37,10 +41,14 @@ class Competition:
     id_col: str  # the id column's name in the competition's own files
     label_col: str
     stripped: dict = field(default_factory=dict)  # (file, column) -> how many values lost surrounding spaces
+    task: str = "multiclass"  # multiclass, binary, multilabel, ordinal or regression (see detect_task)
+    label_matrix: np.ndarray | None = None  # multilabel: (N, K) 0/1, column k is classes[k]
 
     @property
-    def targets(self):
-        """Label indices of the train rows."""
+    def targets(self) -> np.ndarray:
+        """Label indices of the train rows, or their (N, K) 0/1 matrix for a multi-label task."""
+        if self.task == "multilabel":
+            return self.label_matrix
         return self.train["label"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
 
 
@@ -61,10 +69,14 @@ def find_root(comp: str | Path, data_dir: str | Path = "data") -> Path:
 
 
 def load_competition(comp: str | Path, data_dir: str | Path = "data", id_col: str = "", label_col: str = "",
-                     group_col: str = "") -> Competition:
+                     group_col: str = "", task: str = "auto", metric: str = "") -> Competition:
+    """task='auto' detects it (detect_task; metric tells an ordinal grade from classes); any other value of
+    TASKS overrides the detection."""
+    if task not in TASKS:
+        raise KitError(f"task={task!r}; use one of {list(TASKS)}")
     root = find_root(comp, data_dir)
     if (root / "train.csv").is_file():
-        return _load_kaggle(root, id_col, label_col, group_col)
+        return _load_kaggle(root, id_col, label_col, group_col, task, metric)
     train_dir = _first_dir(root, TRAIN_DIRS) or root
     classes = _class_dirs(train_dir)
     if classes:
@@ -75,7 +87,8 @@ def load_competition(comp: str | Path, data_dir: str | Path = "data", id_col: st
     )
 
 
-def load_test_competition(comp: str | Path, classes: list, data_dir: str | Path = "data") -> Competition:
+def load_test_competition(comp: str | Path, classes: list, data_dir: str | Path = "data",
+                          task: str = "multiclass") -> Competition:
     """Only the test set (sample_submission.csv + test images) and the classes a blend was fitted on:
     what a Kaggle code competition's inference notebook has."""
     root = find_root(comp, data_dir)
@@ -86,7 +99,7 @@ def load_test_competition(comp: str | Path, classes: list, data_dir: str | Path 
     empty = pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
     stripped = {}
     test = _load_test(root, sample, id_col, stripped)
-    return Competition(root, empty, test, [str(c) for c in classes], sample, id_col, "", stripped)
+    return Competition(root, empty, test, [str(c) for c in classes], sample, id_col, "", stripped, task)
 
 
 def read_table(path: Path, needs: str = "an id column and a label column") -> pd.DataFrame:
@@ -121,15 +134,20 @@ def _strip(values: pd.Series, file: str, stripped: dict) -> pd.Series:
     return out
 
 
-def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str) -> Competition:
+def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str, task: str = "auto",
+                 metric: str = "") -> Competition:
     source = root / "train.csv"
     table = read_table(source)
     id_col = _pick_column(table, id_col, ID_CANDIDATES, "id", source, fallback=table.columns[0])
+    group_col = (_pick_column(table, group_col, (), "group", source) if group_col
+                 else next((c for c in GROUP_CANDIDATES if c in table.columns), ""))
+    sample = root / "sample_submission.csv"
+    columns = [] if label_col else class_columns(table, sample, [id_col, group_col])
+    if columns and task in ("auto", "multilabel"):
+        return _load_columns(root, table, source, id_col, columns, group_col)
     others = [c for c in table.columns if c != id_col]
     label_col = _pick_column(table, label_col, LABEL_CANDIDATES, "label", source,
                              fallback=others[0] if len(others) == 1 else None)
-    group_col = (_pick_column(table, group_col, (), "group", source) if group_col
-                 else next((c for c in GROUP_CANDIDATES if c in table.columns), ""))
     stripped = {}
     for col in dict.fromkeys([id_col, label_col, group_col] if group_col else [id_col, label_col]):
         table[col] = _strip(table[col], "train.csv", stripped)  # 'P1 ' and 'P1' are one patient too
@@ -137,27 +155,104 @@ def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str) -> Com
             rows = table.index[table[col] == ""].tolist()
             raise KitError(f"{source}: column {col!r} is empty in {len(rows)} row(s), "
                            f"first at row(s) {[r + 2 for r in rows[:5]]} (file line numbers); fill or drop them")
-    multi = multilabel_example(table[label_col])
-    if multi:
-        raise KitError(f"{source}: column {label_col!r} looks multi-label (e.g. {multi!r}: each part is also "
-                       "a label on its own); kit trains single-label classifiers: keep one label per image")
+    task = detect_task(table[label_col], metric) if task == "auto" else task
+    if task in ("ordinal", "regression"):
+        _check_grades(table[label_col], source, label_col, task)
+    train = _train_table(root, table, source, id_col, table[label_col], group_col)
+    test = _load_test(root, sample, id_col, stripped)
+    sample = sample if sample.is_file() else None
+    if task == "multilabel":
+        sep = list_separator(train["label"])
+        parts = train["label"].map(lambda v: [p.strip() for p in v.split(sep) if p.strip()])
+        classes = sort_classes([p for ps in parts for p in ps])
+        matrix = label_matrix(parts, classes)
+        return Competition(root, train, test, classes, sample, id_col, label_col, stripped, task, matrix)
+    classes = sort_classes(train["label"])
+    if task == "binary" and len(classes) != 2:
+        raise KitError(f"task='binary' but {source} column {label_col!r} has {len(classes)} classes "
+                       f"({classes[:10]}); use task='multiclass' (or 'auto')")
+    return Competition(root, train, test, classes, sample, id_col, label_col, stripped, task)
+
+
+def _train_table(root: Path, table: pd.DataFrame, source: Path, id_col: str, labels: pd.Series,
+                 group_col: str) -> pd.DataFrame:
+    """id, label, path (+ group): ids unique, every image found."""
     dups = table[id_col][table[id_col].duplicated()]
     if len(dups):
         raise KitError(f"{source}: {len(dups)} duplicate id(s) in column {id_col!r}, "
                        f"e.g. {dups.tolist()[:5]}; each image must appear once")
-
     train_dir = _first_dir(root, TRAIN_DIRS)
     if train_dir is None:
         raise KitError(f"{root} has train.csv but no image folder; expected one of {list(TRAIN_DIRS)}")
-    train = pd.DataFrame({"id": table[id_col], "label": table[label_col]})
+    train = pd.DataFrame({"id": table[id_col], "label": labels.to_numpy()})
     if group_col:
         train["group"] = table[group_col].to_numpy()
     train["path"] = resolve_images(train["id"], train_dir, source, id_col)
+    return train
 
+
+def _load_columns(root: Path, table: pd.DataFrame, source: Path, id_col: str, columns: list[str],
+                  group_col: str) -> Competition:
+    """Multi-label as one 0/1 column per class (RANZCR, Plant Pathology 2021): the label of a row is its
+    classes joined by spaces, for folds.csv and the EDA; the matrix is what trains."""
+    stripped = {}
+    for col in dict.fromkeys([id_col, group_col] if group_col else [id_col]):
+        table[col] = _strip(table[col], "train.csv", stripped)
+    matrix = table[columns].astype(str).apply(lambda c: c.str.strip()).astype(float).astype(int).to_numpy()
+    labels = pd.Series([" ".join(c for c, on in zip(columns, row) if on) for row in matrix])
+    train = _train_table(root, table, source, id_col, labels, group_col)
     sample = root / "sample_submission.csv"
     test = _load_test(root, sample, id_col, stripped)
-    return Competition(root, train, test, sort_classes(train["label"]), sample if sample.is_file() else None,
-                       id_col, label_col, stripped)
+    return Competition(root, train, test, list(columns), sample if sample.is_file() else None, id_col, "",
+                       stripped, "multilabel", matrix)
+
+
+def class_columns(table: pd.DataFrame, sample: Path, skip: list[str]) -> list[str]:
+    """train.csv's 0/1 columns that are the classes of a multi-label task: the sample's target columns when
+    train.csv has them all as 0/1, else (no label column by name) every other column when all are 0/1."""
+    def binary(c):
+        return table[c].astype(str).str.strip().isin(["0", "1", "0.0", "1.0"]).all()
+    if sample.is_file():
+        targets = list(read_table(sample, SAMPLE_NEEDS).columns[1:])
+        if len(targets) > 1 and all(c in table.columns and binary(c) for c in targets):
+            return targets
+    if any(c.lower() in LABEL_CANDIDATES for c in table.columns):
+        return []
+    rest = [c for c in table.columns if c not in skip]
+    return rest if len(rest) > 1 and all(binary(c) for c in rest) else []
+
+
+def detect_task(labels: pd.Series, metric: str = "") -> str:
+    """A label list -> multilabel; integer grades scored by an ordinal metric (qwk) -> ordinal; two classes ->
+    binary; else multiclass."""
+    if multilabel_example(labels):
+        return "multilabel"
+    grades = labels.astype(str).str.fullmatch(r"[+-]?[0-9]+").all()
+    if grades and metric in ORDINAL_METRICS and labels.nunique() > 2:
+        return "ordinal"
+    return "binary" if labels.nunique() == 2 else "multiclass"
+
+
+def _check_grades(labels: pd.Series, source: Path, label_col: str, task: str) -> None:
+    bad = labels[~labels.astype(str).str.fullmatch(r"[+-]?[0-9]+")]
+    if len(bad):
+        raise KitError(f"task={task!r} needs integer grades in {source} column {label_col!r}, but "
+                       f"{len(bad)} are not, e.g. {bad.tolist()[:5]}; use task='multiclass'")
+
+
+def list_separator(labels: pd.Series) -> str:
+    """What joins a multi-label cell's labels: the first of LIST_SEPARATORS any cell holds (' ' if none)."""
+    values = labels.astype(str)
+    return next((s for s in LIST_SEPARATORS if values.str.contains(s, regex=False).any()), " ")
+
+
+def label_matrix(parts: pd.Series, classes: list[str]) -> np.ndarray:
+    """(N, K) 0/1: row i has a 1 in column k when classes[k] is among parts[i]."""
+    index = {c: k for k, c in enumerate(classes)}
+    out = np.zeros((len(parts), len(classes)), dtype=np.int64)
+    for i, ps in enumerate(parts):
+        out[i, [index[p] for p in ps]] = 1
+    return out
 
 
 def _load_test(root: Path, sample: Path, id_col: str, stripped: dict) -> pd.DataFrame:
@@ -204,14 +299,19 @@ def sort_classes(labels) -> list[str]:
 
 
 def multilabel_example(labels: pd.Series) -> str:
-    """A label like 'cat dog' or 'cat|dog' whose parts are all labels themselves; '' if there is none."""
+    """A label like 'cat dog' or 'cat|dog' whose parts are all labels themselves, or that is one of many
+    combinations of fewer parts (Planet's 'clear primary', where 'primary' never stands alone); '' if none."""
     values = set(labels.astype(str))
-    for sep in (" ", "|", ",", ";"):
+    for sep in LIST_SEPARATORS:
         singles = {v for v in values if sep not in v}
-        for v in values:
-            parts = [p.strip() for p in v.split(sep) if p.strip()]
-            if len(parts) > 1 and all(p in singles for p in parts):
+        split = {v: [p.strip() for p in v.split(sep) if p.strip()] for v in values}
+        lists = [v for v, parts in split.items() if len(parts) > 1]
+        distinct = {p for parts in split.values() for p in parts}
+        for v in lists:
+            if all(p in singles for p in split[v]):
                 return v
+        if lists and len(values) >= 4 and len(distinct) < len(values) / 2:
+            return lists[0]
     return ""
 
 

@@ -95,6 +95,9 @@ class TrainConfig:
     runs_dir: str = param("runs", "the folder that holds the experiments' run folders")
     id_col: str = param("", "train.csv's id column; empty: auto-detect (id, image_id, filename...)")
     label_col: str = param("", "train.csv's label column; empty: auto-detect (label, target, class...)")
+    task: str = param("auto", "what is predicted; auto: from train.csv and sample_submission.csv (one label, a "
+                      "label list or 0/1 columns per class, a numeric grade with an ordinal metric)",
+                      choices=("auto", "multiclass", "binary", "multilabel", "ordinal", "regression"))
     on_bad_image: str = param("error", "unreadable images: error stops with their list, skip leaves them out",
                               choices=("error", "skip"))
     # model

@@ -39,14 +39,7 @@ def read_image(path: str, min_side: int = 0) -> np.ndarray:
     min_side > 0: a JPEG may be decoded reduced (DCT scaling) as long as both sides stay >= min_side."""
     try:
         with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale: never the full bitmap
-                    im.draft("RGB", (max(min_side, 1024), max(min_side, 1024)))
-                else:
-                    raise KitError(f"image {path} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} MP), "
-                                   f"over kit.data.MAX_PIXELS={MAX_PIXELS / 1e6:.0f} MP; downscale it first")
-            elif min_side and im.format == "JPEG":
-                im.draft("RGB", (min_side, min_side))
+            draft(im, min_side, path)
             im = ImageOps.exif_transpose(im)
             return np.asarray(to_rgb(im))
     except FileNotFoundError:
@@ -54,6 +47,45 @@ def read_image(path: str, min_side: int = 0) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:  # truncated, empty, not an image, broken header
         raise KitError(f"cannot read image {path}: {e}; delete it, drop its row from train.csv, "
                        "or train with on_bad_image='skip'") from None
+
+
+def draft(im: Image.Image, min_side: int, path: str) -> None:
+    """Before any pixel is decoded: a JPEG set to decode reduced as far as min_side allows; an image over
+    MAX_PIXELS reduced (JPEG) or refused."""
+    if im.width * im.height > MAX_PIXELS:
+        if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale: never the full bitmap
+            im.draft("RGB", (max(min_side, 1024), max(min_side, 1024)))
+        else:
+            raise KitError(f"image {path} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} MP), "
+                           f"over kit.data.MAX_PIXELS={MAX_PIXELS / 1e6:.0f} MP; downscale it first")
+    elif min_side and im.format == "JPEG":
+        im.draft("RGB", (min_side, min_side))
+
+
+def decoded_size(path: str, min_side: int) -> tuple[int, int] | None:
+    """The size read_image(path, min_side) decodes at, read from the header alone; None if it cannot be
+    read (read_image then says why)."""
+    try:
+        with Image.open(path) as im:
+            draft(im, min_side, path)
+            return im.size
+    except (KitError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def decode_once(path: str, sides: list[int]) -> dict[int, np.ndarray]:
+    """{min_side: read_image(path, min_side)} for several sides, decoding the file once per distinct scale
+    it decodes at: once, unless a large JPEG decodes reduced further for a smaller side (as training read
+    it: the same pixels as each side alone)."""
+    if len(sides) == 1:
+        return {sides[0]: read_image(path, sides[0])}
+    images, by_size = {}, {}
+    for side in sides:
+        size = decoded_size(path, side)
+        if size is None or size not in by_size:
+            by_size[size] = read_image(path, side)
+        images[side] = by_size[size]
+    return images
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -133,7 +165,7 @@ def scan_images(paths, desc: str = "checking images", min_side: int = 0, threads
     Threads, not processes: PIL releases the GIL while it decodes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     paths, errors = list(paths), []
     with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool, \
@@ -164,8 +196,9 @@ class ImageDataset(Dataset):
     """size: the side the transform produces; JPEGs are decoded no larger than DECODE_MARGIN * size needs.
     cache_dir: decoded images are kept there (see load_image)."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int] | None, transform: A.Compose, size: int = 0,
-                 cache_dir: str | Path | None = None):
+    def __init__(self, paths: Sequence[str], targets: Sequence[int] | np.ndarray | None, transform: A.Compose,
+                 size: int = 0, cache_dir: str | Path | None = None):
+        """targets: class indices, or an (N, K) 0/1 matrix (multi-label): a sample's target is then its row."""
         self.paths = list(paths)
         self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
         self.transform = transform
@@ -179,6 +212,26 @@ class ImageDataset(Dataset):
         image = self.transform(image=load_image(self.paths[i], self.min_side, self.cache_dir))["image"]
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return x, (-1 if self.targets is None else self.targets[i])
+
+
+class SharedDecodeDataset(Dataset):
+    """The test images for several models at once: item i is (a tuple of one tensor per (transform, size),
+    -1), each image decoded once for all of them (decode_once) and resized and normalized per model group."""
+
+    def __init__(self, paths: Sequence[str], transforms: list[tuple[A.Compose, int]]):
+        self.paths, self.transforms = list(paths), transforms
+        self.sides = sorted({DECODE_MARGIN * size for _, size in transforms}, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        images = decode_once(self.paths[i], self.sides)
+        return tuple(chw(t(image=images[DECODE_MARGIN * size])["image"]) for t, size in self.transforms), -1
+
+
+def chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def make_loader(ds: Dataset, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:

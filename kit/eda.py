@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
 from .competition import sort_classes
 
@@ -14,9 +14,10 @@ def image_stats(paths, desc: str = "image headers") -> pd.DataFrame:
     """Size, mode and format from each file's header, what kit will handle for it (note), and for
     files that cannot be decoded, the error."""
     from .data import MAX_PIXELS, read_image
+    from .device import headless
 
     rows = []
-    for p in tqdm(list(paths), desc=desc, mininterval=2, leave=False):
+    for p in tqdm(list(paths), desc=desc, mininterval=2, leave=False, disable=headless()):
         try:
             with Image.open(p) as im:
                 w, h, mode, fmt = im.width, im.height, im.mode, im.format

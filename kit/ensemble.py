@@ -14,7 +14,9 @@ from .blendconfig import SPACES, BlendConfig
 from .folds import folds_hash
 from .metrics import metric_value, score
 from .paths import exp_dir
-from .rundir import OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, read_oof
+from .config import training_changes
+from .rundir import (OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, oof_targets, read_config,
+                     read_oof)
 from .tta import CANDIDATES, n_views
 
 # What the honest score cannot hold out: said in every BlendReport and blend.json
@@ -49,6 +51,7 @@ def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | Non
     d = exp_dir(runs_dir, exp)
     n_folds = n_folds_of(folds)
     check_folds_done(d, oof_name(tta), n_folds)
+    check_one_training(d, n_folds)
     checkpoints = checkpoints or tuple(fold_checkpoint(d / f"fold{k}") for k in range(n_folds))
     parts = [read_oof(d / f"fold{k}", tta, checkpoints[k]) for k in range(n_folds)]
     oof = pd.concat(parts, ignore_index=True)
@@ -70,6 +73,23 @@ def load_oof(runs_dir: str | Path, exp: str, folds: pd.DataFrame, tta: str | Non
     oof = oof.set_index("id").loc[folds["id"]].reset_index()
     classes = [c for c in oof.columns if c not in RESERVED]
     return Experiment(exp, oof, oof[classes].to_numpy(float), classes, ttas.pop(), expected, tuple(checkpoints))
+
+
+def check_one_training(exp_path: Path, n_folds: int) -> None:
+    """Every fold of the experiment trained with the same parameters (kit.config.training_changes, from each
+    fold's config.json): folds retrained with other ones (run-folds --folds 0,2 --force -p lr=...) are
+    another model, and one experiment's OOF and test predictions must be one model's."""
+    configs = [read_config(exp_path / f"fold{k}") for k in range(n_folds)]
+    names = sorted({n for c in configs[1:] for n in training_changes(configs[0], c)})
+    if not names:
+        return
+    groups: dict[str, list[int]] = {}
+    for k, c in enumerate(configs):
+        groups.setdefault(", ".join(f"{n}={c.get(n)!r}" for n in names), []).append(k)
+    listing = "; ".join(f"fold(s) {','.join(map(str, ks))}: {values}" for values, ks in groups.items())
+    raise KitError(f"experiment {exp_path.name!r} ({exp_path}) mixes trainings: its folds were trained with other "
+                   f"parameters ({listing}). Retrain the odd folds with the others' parameters (kit run-folds --exp "
+                   f"{exp_path.name} --folds <them> --force -p ...), or train the new parameters as another --exp")
 
 
 def check_compatible(exps: list[Experiment]) -> None:
@@ -123,7 +143,7 @@ def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: s
     """The experiment's OOF with the TTA that scores best on OOF (ties: fewer views), and the OOF score of
     every TTA it has current predictions for, best first. Its test predictions must use the same TTA."""
     candidates = load_tta_candidates(runs_dir, exp, folds)
-    y = candidates[0].oof["target"].to_numpy()
+    y = oof_targets(candidates[0].oof, len(candidates[0].classes))
     return pick_tta(candidates, y, metric), tta_scores(candidates, y, metric)
 
 
@@ -142,7 +162,10 @@ def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
 
 def from_space(z: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     """Back to rows that sum to one: the inverse of to_space (up to normalization), so one model blended
-    alone is itself; rank space has no inverse (rows of normalized ranks)."""
+    alone is itself; rank space has no inverse (rows of normalized ranks). Probabilities stay as they are:
+    a mixture of rows that sum to one sums to one, and multi-label sigmoid rows must not be renormalized."""
+    if space == "prob":
+        return z
     if space == "logit":
         z = np.exp(z - z.max(1, keepdims=True))
     elif space == "power":
@@ -185,39 +208,117 @@ def caruana(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendC
     single model on config.objective (the fitting objective), returning the best ensemble seen (so in-sample
     it is never below the best single model on it).
 
-    Ties on the objective (frequent for accuracy) go to the lower log loss.
+    Ties on the objective (frequent for accuracy) go to the lower log loss, then to the earlier model.
+    Each round tries every model, so scoring a trial is the cost of a blend (bench/blend_fit.py): in
+    probability space on log loss or accuracy it is incremental (ProbTrials), elsewhere each trial blends
+    the whole matrix (SpaceTrials).
     """
-    metric, space, power = config.objective, config.space, config.power
-    # float32 and as few passes over the (rows, classes) matrices as possible: each round tries every
-    # model, so this loop is the cost of a blend (bench/blend_fit.py)
-    zs = [to_space(np.asarray(p, np.float32), space, power).astype(np.float32) for p in preds]
-    if space == "prob":  # mixtures of rows that sum to one sum to one: no renormalizing per trial
-        zs = [z / z.sum(1, keepdims=True) for z in zs]
-
-    def key(z):
-        p = z if space == "prob" else from_space(z, space, power)
-        ll = score("log_loss", y, p)
-        return ll if metric == "log_loss" else score(metric, y, p), ll
-
-    first = max(range(len(preds)), key=lambda i: key(zs[i]))
+    fast = config.space == "prob" and config.objective in ("log_loss", "accuracy") and np.ndim(y) == 1
+    trials = ProbTrials(preds, y, config.objective) if fast else SpaceTrials(preds, y, config)
     counts = np.zeros(len(preds))
-    counts[first] = 1
-    current = zs[first].copy()
-    best_key, best_counts = key(current), counts.copy()
-    trial = np.empty_like(current)
-    for _ in range(config.rounds - 1):
-        n = counts.sum()
-        kept = current * np.float32(n / (n + 1))
-        trials = []
-        for z in zs:
-            np.multiply(z, np.float32(1 / (n + 1)), out=trial)
-            trials.append(key(np.add(kept, trial, out=trial)))
-        j = max(range(len(zs)), key=lambda i: trials[i])
+    best_key, best_counts = None, counts
+    for _ in range(config.rounds):
+        keys = trials.keys()
+        j = max(range(len(keys)), key=keys.__getitem__)
+        trials.add(j)
         counts[j] += 1
-        current = kept + zs[j] * np.float32(1 / (n + 1))
-        if trials[j] > best_key:
-            best_key, best_counts = trials[j], counts.copy()
+        if best_key is None or keys[j] > best_key:
+            best_key, best_counts = keys[j], counts.copy()
     return best_counts / best_counts.sum()
+
+
+class SpaceTrials:
+    """Any space and objective: a trial is the mean of the selection and one more model, blended over the
+    whole (rows, classes) matrix and scored, (objective, log loss) signed to be maximized."""
+
+    def __init__(self, preds: list[np.ndarray], y: np.ndarray, config: BlendConfig):
+        self.y, self.objective, self.space, self.power = y, config.objective, config.space, config.power
+        self.zs = [to_space(np.asarray(p, np.float32), self.space, self.power).astype(np.float32) for p in preds]
+        if self.space == "prob":  # mixtures of rows that sum to one sum to one: no renormalizing per trial
+            self.zs = [z / z.sum(1, keepdims=True) for z in self.zs]
+        self.total, self.n = np.zeros_like(self.zs[0]), 0  # the sum of the selected models
+        self.trial = np.empty_like(self.total)
+
+    def keys(self) -> list[tuple[float, float]]:
+        out = []
+        for z in self.zs:
+            np.add(self.total, z, out=self.trial)
+            self.trial *= np.float32(1 / (self.n + 1))
+            p = self.trial if self.space == "prob" else from_space(self.trial, self.space, self.power)
+            ll = score("log_loss", self.y, p)
+            out.append((ll if self.objective == "log_loss" else score(self.objective, self.y, p), ll))
+        return out
+
+    def add(self, j: int) -> None:
+        self.total += self.zs[j]
+        self.n += 1
+
+
+class ProbTrials:
+    """Probability space, fitted on log loss or accuracy, from running sums: log loss reads only each row's
+    true class, so a round costs one log per row and model, not a blend of the whole matrix; accuracy
+    recomputes the argmax only of rows where adding one model can change it (settled rows: the lead of
+    the selection's top class over the next exceeds the widest row any model could add)."""
+
+    BLOCK = 8192  # rows per step of the log loss: (models, BLOCK) float32 stays in cache
+
+    def __init__(self, preds: list[np.ndarray], y: np.ndarray, objective: str):
+        rows = np.arange(len(y))
+        zs = [np.asarray(p, np.float32) for p in preds]
+        sums = [z.sum(1) for z in zs]
+        # (models, rows): the probability of the true class, rows normalized to sum to one (in float32), at
+        # least 1e-15: a mean of them is too, as metrics.log_loss clips the blend
+        self.true = np.maximum(np.stack([z[rows, y] / s for z, s in zip(zs, sums)]), np.float32(1e-15))
+        self.total_true, self.n, self.y = np.zeros(len(y), np.float32), 0, y
+        self.block = np.empty((len(zs), min(len(y), self.BLOCK)), np.float32)
+        self.argmax = objective == "accuracy"
+        if self.argmax:
+            self.zs = [z / s[:, None] for z, s in zip(zs, sums)]
+            self.total = np.zeros_like(self.zs[0])  # the sum of the selected models
+            self.reach = np.max([z.max(1) - z.min(1) for z in self.zs], axis=0)
+
+    def keys(self) -> list[tuple[float, float]]:
+        lls = list(self.log_losses())
+        return list(zip(self.accuracies() if self.argmax else lls, lls))
+
+    def log_losses(self) -> np.ndarray:
+        """Per model, -log loss of the selection plus that model, in blocks of rows that stay in cache."""
+        logs = np.zeros(len(self.true))
+        for start in range(0, len(self.y), self.BLOCK):
+            x = self.block[:, :min(self.BLOCK, len(self.y) - start)]
+            np.add(self.total_true[None, start:start + x.shape[1]], self.true[:, start:start + x.shape[1]], out=x)
+            logs += np.log(x, out=x).sum(1, dtype=np.float64)
+        return logs / len(self.y) - np.log(self.n + 1)
+
+    def accuracies(self) -> list[float]:
+        """Per model, the accuracy of the selection plus that model: settled rows keep the selection's argmax."""
+        rows = len(self.y)
+        top, lead = top_two(self.total)
+        # the selection's sums are float32: a lead within 1e-5 per model is not trusted to settle a row
+        settled = (lead > self.reach + 1e-5 * (self.n + 1)) & (self.n > 0)
+        if np.count_nonzero(settled) < rows // 2:  # gathering the open rows would cost more than it saves
+            return [np.count_nonzero((self.total + z).argmax(1) == self.y) / rows for z in self.zs]
+        right = np.count_nonzero(settled & (self.total[np.arange(rows), self.y] == top))
+        open_ = np.flatnonzero(~settled)
+        total, y = self.total[open_], self.y[open_]
+        return [(right + np.count_nonzero((total + z[open_]).argmax(1) == y)) / rows for z in self.zs]
+
+    def add(self, j: int) -> None:
+        self.total_true += self.true[j]
+        if self.argmax:
+            self.total += self.zs[j]
+        self.n += 1
+
+
+def top_two(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (rows, classes): the largest value and its lead over the second (0 on a tie), class by
+    class over a class-major copy (several times faster than reducing short rows)."""
+    columns = np.ascontiguousarray(x.T)
+    first, second = columns[0].copy(), np.full(len(x), -np.inf, x.dtype)
+    for c in columns[1:]:
+        np.maximum(second, np.minimum(first, c), out=second)
+        np.maximum(first, c, out=first)
+    return first, first - second
 
 
 def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig()

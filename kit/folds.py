@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from . import KitError
@@ -20,10 +21,14 @@ from .paths import resolve
 
 
 def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, method: str = "auto") -> pd.DataFrame:
-    """id, label, fold; `auto` uses StratifiedGroupKFold when the competition has a group column."""
+    """id, label, fold; `auto` uses StratifiedGroupKFold when the competition has a group column, and
+    iterative stratification (Sechidis et al. 2011) for a multi-label task: each label's share alike in
+    every fold."""
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise KitError(f"n_folds={n_folds!r}: cross-validation needs an integer of at least 2 folds (5 is usual)")
     train = comp.train
+    if comp.task == "multilabel":
+        return _multilabel_folds(comp, n_folds, seed, method)
     counts = train["label"].value_counts()
     if counts.min() < n_folds:
         small = counts[counts < n_folds]
@@ -44,6 +49,19 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, method: str 
     for k, (_, val_idx) in enumerate(splits):
         fold[val_idx] = k
     return pd.DataFrame({"id": train["id"].to_numpy(), "label": train["label"].to_numpy(), "fold": fold})
+
+
+def _multilabel_folds(comp: Competition, n_folds: int, seed: int, method: str) -> pd.DataFrame:
+    if method not in ("auto", "stratified"):
+        raise KitError(f"fold method {method!r} does not fit a multi-label task; use 'auto' (iterative "
+                       "stratification of the label matrix)")
+    if len(comp.train) < n_folds:
+        raise KitError(f"{len(comp.train)} images cannot make n_folds={n_folds}; use fewer folds")
+    splits = MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed).split(comp.train, comp.targets)
+    fold = np.full(len(comp.train), -1, dtype=int)
+    for k, (_, val_idx) in enumerate(splits):
+        fold[val_idx] = k
+    return pd.DataFrame({"id": comp.train["id"].to_numpy(), "label": comp.train["label"].to_numpy(), "fold": fold})
 
 
 def folds_hash(folds: pd.DataFrame) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from . import KitError
 from .augment import eval_transform
 from .blendconfig import BlendConfig
 from .competition import Competition, load_competition, load_test_competition
-from .data import ImageDataset, make_loader
+from .data import AUTO_WORKERS, SharedDecodeDataset, loader_workers, make_loader
 from .device import inference_dtype, pick_device
 from .ensemble import (HONEST_LEAK, blend, check_compatible, fit_blend_weights, honest_blend_score,
                        load_tta_candidates, pick_tta, tta_scores)
@@ -22,52 +23,107 @@ from .io import read_json, write_json
 from .metrics import metric_value
 from .models import create_model
 from .paths import check_name, exp_dir, resolve
-from .rundir import CHECKPOINT, CONFIG, fold_checkpoint, load_best, read_config, read_test_cache, write_test_cache
+from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, load_best, oof_targets, read_config, read_test_cache,
+                     write_test_cache)
 from .submission import make_submission, write_submission
-from .tta import predict
+from .thresholds import apply_thresholds, fit_thresholds, honest_threshold_score
+from .tta import Job, predict_models
 
 
 def predict_fold(fold_path: Path, comp: Competition, tta: str, device: str = "auto", batch_size: int = 128,
-                 num_workers: int = 0, checkpoint: str = "") -> np.ndarray:
-    """(N_test, K) probabilities of one fold's best checkpoint; cached as test_<tta>.csv in the fold folder,
-    with the hash of the checkpoint that made it: a retrained fold predicts afresh.
+                 num_workers: int = AUTO_WORKERS, checkpoint: str = "") -> np.ndarray:
+    """(N_test, K) probabilities of one fold's best checkpoint (predict_folds)."""
+    return predict_folds(comp, [(fold_path, tta, checkpoint)], device, batch_size, num_workers)[0]
 
-    checkpoint: the hash this best.pt must have (the one a blend was fitted with), if given."""
-    made_by = fold_checkpoint(fold_path)  # refuses a fold without its checkpoint, or trained by another kit version
+
+def predict_folds(comp: Competition, folds: list[tuple[Path, str, str]], device: str = "auto",
+                  batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> list[np.ndarray]:
+    """(N_test, K) probabilities per (fold folder, TTA preset, checkpoint): read from the fold's test cache
+    (test_<tta>.csv) where its best.pt made it, the others predicted in ONE pass over the test set
+    (predict_images) and cached with the hash of the checkpoint that made them: a retrained fold predicts
+    afresh. Every fold is checked before any image is read.
+
+    checkpoint: the hash the fold's best.pt must have (the one a blend was fitted with), or '' for any."""
+    check_loader(batch_size, num_workers)
+    ids = comp.test["id"].tolist()
+    made = [checked_checkpoint(path, checkpoint) for path, _, checkpoint in folds]
+    out = [read_test_cache(path, tta, ids, h) for (path, tta, _), h in zip(folds, made)]
+    todo = [i for i, p in enumerate(out) if p is None]
+    if not todo:
+        return out
+    dev = pick_device(device)
+    classes = [str(c) for c in comp.classes]
+    models = [(load_fold(folds[i][0], classes, dev), folds[i][1]) for i in todo]
+    probs = predict_images(models, comp.test["path"], dev, batch_size, num_workers, f"test, {len(todo)} fold model(s)")
+    for i, p in zip(todo, probs):
+        path, tta, _ = folds[i]
+        write_test_cache(path, tta, ids, p, classes, made[i])  # not where it is read-only (Kaggle)
+        cached = read_test_cache(path, tta, ids, made[i])  # the numbers every later run reads (text, float64):
+        out[i] = p if cached is None else cached  # a blend fitted now and applied later write the same submission
+    return out
+
+
+def check_loader(batch_size: int, num_workers: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise KitError(f"batch_size={batch_size!r}: test images per batch, a positive integer (e.g. 64; lower it if "
+                       "the GPU runs out of memory)")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < AUTO_WORKERS:
+        raise KitError(f"num_workers={num_workers!r}: loader processes, 0 or more, or -1 for auto (0 on CPU, the "
+                       "cores per GPU on CUDA)")
+
+
+def checked_checkpoint(fold_path: Path, checkpoint: str = "") -> str:
+    """The hash of the fold's best.pt, refused if it is missing, made by another kit version (fold_checkpoint),
+    or not `checkpoint` (if given)."""
+    made_by = fold_checkpoint(fold_path)
     if checkpoint and made_by != checkpoint:
         raise KitError(f"{fold_path / CHECKPOINT} is checkpoint {made_by}, not {checkpoint}, the one the blend was "
                        "fitted with: the fold was retrained since. Fit the blend again (kit blend --exps ...)")
-    ids = comp.test["id"].tolist()
-    cached = read_test_cache(fold_path, tta, ids, made_by)
-    if cached is not None:
-        return cached
+    return made_by
+
+
+@dataclass
+class FoldModel:
+    """A fold's best.pt loaded for test predictions, with what its input and output need."""
+    path: Path
+    model: torch.nn.Module
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dtype: torch.dtype | None  # autocast, as its OOF was predicted (kit.device.inference_dtype)
+    activation: str  # softmax, or sigmoid for a multi-label fold
+
+    @property
+    def input(self) -> tuple:
+        """Models with the same input share its resize and normalization."""
+        return self.size, self.mean, self.std
+
+
+def load_fold(fold_path: Path, classes: list[str], device: torch.device) -> FoldModel:
     cfg = read_config(fold_path)
     ckpt = load_best(fold_path)
-    if ckpt["classes"] != [str(c) for c in comp.classes]:
+    if ckpt["classes"] != classes:
         raise KitError(f"{fold_path / CHECKPOINT} was trained on classes {ckpt['classes']}, the competition has "
-                       f"{[str(c) for c in comp.classes]}")
-    dev = pick_device(device)
+                       f"{classes}")
     model = create_model(ckpt["timm_name"], len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])
-    model.to(dev, memory_format=torch.channels_last if cfg.get("channels_last", True) else torch.preserve_format)
-    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]),
-                      ckpt["img_size"])
-    dtype = inference_dtype(cfg["amp_resolved"], dev, source=str(fold_path / CONFIG))
-    probs = predict(model, make_loader(ds, batch_size, False, num_workers), tta, device=dev,
-                    desc=f"{cfg['exp']} fold {cfg['fold']} test", dtype=dtype)
-    write_test_cache(fold_path, tta, ids, probs, ckpt["classes"], made_by)  # not where it is read-only (Kaggle)
-    cached = read_test_cache(fold_path, tta, ids, made_by)  # the numbers every later run reads (text, float64):
-    return probs if cached is None else cached  # a blend fitted now and applied later write the same submission
+    model.to(device, memory_format=torch.channels_last if cfg.get("channels_last", True) else torch.preserve_format)
+    return FoldModel(fold_path, model, ckpt["img_size"], tuple(cfg["mean"]), tuple(cfg["std"]),
+                     inference_dtype(cfg["amp_resolved"], device, source=str(fold_path / CONFIG)),
+                     "sigmoid" if cfg.get("task_resolved") == "multilabel" else "softmax")
 
 
-def predict_test(runs_dir: str | Path, exp: str, comp: Competition, tta: str, n_folds: int,
-                 device: str = "auto", checkpoints: list[str] | None = None) -> np.ndarray:
-    """Mean over ALL folds (not the last one by accident) of the per-fold test probabilities; checkpoints:
-    the hash each fold's best.pt must have."""
-    d = exp_dir(runs_dir, exp)
-    checkpoints = checkpoints or [""] * n_folds
-    per_fold = [predict_fold(d / f"fold{k}", comp, tta, device, checkpoint=checkpoints[k]) for k in range(n_folds)]
-    return np.mean(per_fold, axis=0)
+def predict_images(models: list[tuple[FoldModel, str]], paths, device: torch.device, batch_size: int = 128,
+                   num_workers: int = AUTO_WORKERS, desc: str = "test") -> list[np.ndarray]:
+    """(N, K) probabilities per (fold model, TTA preset) for the images at `paths`, in ONE pass: each image
+    decoded once (SharedDecodeDataset), resized and normalized once per distinct model input, and every
+    model run on the batch in memory, with its own TTA and precision; batch_size also bounds each forward.
+    num_workers: loader processes, AUTO_WORKERS: from the device (kit.data.loader_workers)."""
+    inputs = list(dict.fromkeys(m.input for m, _ in models))
+    ds = SharedDecodeDataset(paths, [(eval_transform(size, mean, std), size) for size, mean, std in inputs])
+    jobs = [Job(m.model, tta, m.dtype, inputs.index(m.input), activation=m.activation) for m, tta in models]
+    loader = make_loader(ds, batch_size, False, loader_workers(num_workers, torch.device(device)))
+    return predict_models(jobs, loader, device, desc)
 
 
 @dataclass
@@ -90,10 +146,12 @@ class BlendReport:
 
 
 def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | str, runs_dir: str | Path = "runs",
-                    config: BlendConfig = BlendConfig(), device: str = "auto") -> BlendReport:
+                    config: BlendConfig = BlendConfig(), device: str = "auto", batch_size: int = 128,
+                    num_workers: int = AUTO_WORKERS) -> BlendReport:
     """Per experiment the TTA that scores best on OOF (on config.metric) -> blend weights fitted on those OOF
     (on config.objective, see blendconfig.fit_objective) -> test predictions with each experiment's own TTA,
-    averaged over all its folds -> submission (of config.submission_kind).
+    averaged over all its folds -> submission (of config.submission_kind). batch_size, num_workers: the test
+    pass's (predict_images).
 
     The honest score repeats the TTA choice and the weight fit on the other folds for each held-out fold;
     what it cannot hold out (each fold's best epoch) is said in BlendReport.honest_leak and blend.json."""
@@ -103,7 +161,7 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     metric = config.metric
     candidates = [load_tta_candidates(runs_dir, e, folds) for e in exps]  # per experiment, fewest views first
     check_compatible([c[0] for c in candidates])
-    y = candidates[0][0].oof["target"].to_numpy()
+    y = oof_targets(candidates[0][0].oof, len(candidates[0][0].classes))
     fold = candidates[0][0].oof["fold"].to_numpy()
     loaded = [pick_tta(c, y, metric) for c in candidates]
     tta_table = pd.concat([tta_scores(c, y, metric) for c in candidates], ignore_index=True)
@@ -121,16 +179,20 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
             "config": config.to_dict(), "fit_objective": config.objective,
             "classes": loaded[0].classes, "folds_hash": loaded[0].folds_hash,
             "oof_score": metric_value(metric, y, oof_probs), "honest_score": honest, "honest_std": spread,
-            "honest_leak": HONEST_LEAK, "scores": scores.to_dict("records")}
-    test_probs = predict_blend(comp, spec, runs_dir, device)
+            "honest_leak": HONEST_LEAK, "scores": scores.to_dict("records"),
+            **multilabel_thresholds(y, oof_probs, fold, metric)}
+    test_probs = predict_blend(comp, spec, runs_dir, device, batch_size, num_workers)
     return BlendReport(scores, tta_table, pd.Series(w, index=exps, name="weight"), spec["oof_score"], honest,
-                       spread, y, oof_probs, test_probs, make_submission(comp, test_probs, config.submission_kind),
+                       spread, y, oof_probs, test_probs,
+                       make_submission(comp, thresholded(test_probs, spec), config.submission_kind),
                        loaded[0].classes, spec, config, fit_metric=config.objective)
 
 
-def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto") -> np.ndarray:
+def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
+                  batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> np.ndarray:
     """Test probabilities from a blend spec alone (blend.json): no OOF, folds or training data needed. Each
-    fold's best.pt must be the checkpoint the blend was fitted with."""
+    fold's best.pt must be the checkpoint the blend was fitted with. Every fold of every experiment is
+    predicted in one pass over the test set (predict_folds)."""
     if [str(c) for c in comp.classes] != spec["classes"]:
         raise KitError(f"the blend was fitted on classes {spec['classes']}, the competition has {comp.classes}")
     config = BlendConfig.from_blend(spec)
@@ -140,19 +202,69 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
             raise KitError(f"the blend's experiment {e['name']!r} records no checkpoint per fold (a blend.json "
                            "written by an older kit): fit the blend again (kit blend --exps ...)")
     used = [e for e in spec["experiments"] if e["weight"] > 0]  # a zero weight costs no inference
-    per_exp = [predict_test(runs_dir, e["name"], comp, e["tta"], e["n_folds"], device, e["checkpoints"])
-               for e in used]
+    folds = [(exp_dir(runs_dir, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k])
+             for e in used for k in range(e["n_folds"])]
+    per_fold = iter(predict_folds(comp, folds, device, batch_size, num_workers))
+    per_exp = [np.mean([next(per_fold) for _ in range(e["n_folds"])], axis=0) for e in used]
     return blend(per_exp, np.array([e["weight"] for e in used]), config)
 
 
+def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str | Path = "runs",
+                     device: str = "auto", batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> float:
+    """Seconds the blend's test inference takes on this machine for n_images: loading every fold model it
+    uses, plus n_images times the time per image measured on `paths` (a few test images, after one untimed
+    pass for lazy setup), each through every model with its TTA in one pass, as predict_blend runs them.
+    No test cache is read or written. Another machine (Kaggle's GPU) scales it by its speed."""
+    check_loader(batch_size, num_workers)
+    dev = pick_device(device)
+    start = time.perf_counter()
+    models = [(load_fold(exp_dir(runs_dir, e["name"]) / f"fold{k}", spec["classes"], dev), e["tta"])
+              for e in spec["experiments"] if e["weight"] > 0 for k in range(e["n_folds"])]
+    loading = time.perf_counter() - start
+    predict_images(models, paths[:batch_size], dev, batch_size, num_workers, "warm-up")
+    start = time.perf_counter()
+    predict_images(models, paths, dev, batch_size, num_workers, "timing")
+    return loading + (time.perf_counter() - start) / len(paths) * n_images
+
+
+def estimate_test_run(blend_json: str | Path, comp: str | Path, data_dir: str | Path = "data",
+                      runs_dir: str | Path = "runs", sample: int = 32, device: str = "auto",
+                      batch_size: int = 128) -> tuple[float, int]:
+    """(seconds, test images): estimate_seconds for the competition's test set here, timed on its first
+    `sample` images."""
+    spec = read_saved_blend(blend_json)
+    paths = load_test_competition(comp, spec["classes"], data_dir).test["path"].tolist()
+    if not paths:
+        raise KitError(f"the test set of {comp!r} has no images to time")
+    return estimate_seconds(spec, paths[:sample], len(paths), runs_dir, device, batch_size), len(paths)
+
+
 def submission_from_blend(comp: str | Path, blend_json: str | Path | dict, data_dir: str | Path = "data",
-                          runs_dir: str | Path = "runs", device: str = "auto") -> tuple[Competition, pd.DataFrame]:
+                          runs_dir: str | Path = "runs", device: str = "auto", batch_size: int = 128,
+                          num_workers: int = AUTO_WORKERS) -> tuple[Competition, pd.DataFrame]:
     """The saved blend (blend.json, or what it holds) applied to a (new) test set: checkpoints + blend.json,
     nothing else; the submission is of the kind the blend's config names."""
     spec = blend_json if isinstance(blend_json, dict) else read_json(blend_json)
     config = BlendConfig.from_blend(spec)
     c = load_test_competition(comp, spec["classes"], data_dir)  # labels are strings, as train.csv spells them
-    return c, make_submission(c, predict_blend(c, spec, runs_dir, device), config.submission_kind)
+    probs = predict_blend(c, spec, runs_dir, device, batch_size, num_workers)
+    return c, make_submission(c, thresholded(probs, spec), config.submission_kind)
+
+
+def multilabel_thresholds(y: np.ndarray, oof_probs: np.ndarray, fold: np.ndarray, metric: str) -> dict:
+    """Multi-label with a thresholded metric (F1/F-beta): per-class thresholds fitted on the blended OOF, and
+    their honest score (thresholds fitted on the other folds); {} otherwise (kit.thresholds)."""
+    if np.ndim(y) != 2 or not metric.startswith("f_beta:"):
+        return {}
+    honest, spread = honest_threshold_score(y, oof_probs, fold, metric)
+    t = fit_thresholds(y, oof_probs, metric)
+    return {"thresholds": t.tolist(), "thresholds_oof_score": metric_value(metric, y, apply_thresholds(oof_probs, t)),
+            "thresholds_honest_score": honest, "thresholds_honest_std": spread}
+
+
+def thresholded(probs: np.ndarray, spec: dict) -> np.ndarray:
+    """The blend's per-class thresholds applied (moved to 0.5), if it has any."""
+    return apply_thresholds(probs, np.array(spec["thresholds"])) if spec.get("thresholds") else probs
 
 
 def save_blend(report: BlendReport, path: str | Path) -> Path:
@@ -172,25 +284,28 @@ class Submitted:
 def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: BlendConfig = BlendConfig(),
                      blend_json: str | Path = "", name: str = "submission", out_dir: str | Path = "submissions",
                      data_dir: str | Path = "data", runs_dir: str | Path = "runs", device: str = "auto",
-                     submission_kind: str = "") -> Submitted:
+                     submission_kind: str = "", batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> Submitted:
     """The whole infer-and-submit step, one code path for `kit blend`, the infer notebook and the Kaggle
     bundle's notebook: load the competition -> fit the blend of `exps` with `config` (infer_and_blend), or
     apply the saved `blend_json` with the config it was fitted with (`config` is then not used) -> write
     <out_dir>/<name>.csv, checked against the sample -> save the blend beside it as <name>.blend.json.
 
     submission_kind: '' keeps config's (a saved blend's own); 'auto', 'label' or 'probability' replaces it,
-    and blend.json records the one used."""
+    and blend.json records the one used. batch_size: test images per batch (and per forward, TTA views
+    included); num_workers: loader processes, -1 (AUTO_WORKERS): 0 on CPU, the cores per GPU on CUDA."""
+    check_loader(batch_size, num_workers)  # before the blend is fitted
     if not blend_json and not exps:
         raise KitError("no experiments to blend: pass exps (kit blend --exps exp_a,exp_b), or blend_json to apply a "
                        "saved blend")
     if blend_json:
         spec = read_saved_blend(blend_json, submission_kind)
-        c, sub = submission_from_blend(comp, spec, data_dir, runs_dir, device)
+        c, sub = submission_from_blend(comp, spec, data_dir, runs_dir, device, batch_size, num_workers)
         report = None
     else:
         config = replace(config, submission_kind=submission_kind) if submission_kind else config
         c = load_competition(comp, data_dir)
-        report = infer_and_blend(c, read_folds(folds_path(c, runs_dir)), exps, runs_dir, config, device)
+        report = infer_and_blend(c, read_folds(folds_path(c, runs_dir)), exps, runs_dir, config, device, batch_size,
+                                 num_workers)
         spec, sub = report.blend, report.submission
     path = write_submission(sub, c, resolve(out_dir) / f"{name}.csv")
     blend_path = write_json(spec, path.with_suffix(".blend.json"))

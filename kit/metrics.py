@@ -186,7 +186,8 @@ def sklearn_metric(name: str) -> Metric:
         raise KitError(f"unknown metric {name!r}; use one of {sorted(METRICS)}, {NAMED_FORMS} or an sklearn "
                        "scorer name (sklearn.metrics.get_scorer_names())") from None
     fn, sign, kwargs = scorer._score_func, scorer._sign, scorer._kwargs
-    wants_labels = scorer._response_method == "predict"
+    # scikit-learn < 1.4 (Kaggle's image pins 1.2.2) has one scorer class per response method instead
+    wants_labels = getattr(scorer, "_response_method", None) == "predict" or type(scorer).__name__ == "_PredictScorer"
 
     def value(y, p):
         if y.ndim == 2:

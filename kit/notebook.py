@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,15 +25,22 @@ from .io import write_json
 from .paths import project_root, resolve
 
 
+# What every kernel kit starts gets, whatever the shell that started kit has: figures drawn by the inline backend,
+# so the executed notebook keeps them (`make demo` exports MPLBACKEND=Agg, which ipykernel honours, and a kernel on
+# Agg keeps none), and progress as one log line per epoch (kit.device.headless): no one watches a bar in a log file
+# or an executed notebook. The notebooks also say `%matplotlib inline` themselves, for Jupyter and plain papermill.
+KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "KIT_HEADLESS": "1"}
+
+
 def kernel_name() -> str:
     """A kernelspec that runs THIS interpreter (not whatever 'python3' means on the machine), started through
-    kit.lifetime so that the kernel dies with the process that started it."""
+    kit.lifetime so that the kernel dies with the process that started it, with KERNEL_ENV."""
     argv = [sys.executable, "-m", "kit.lifetime", "ipykernel_launcher", "-f", "{connection_file}"]
     # named after its command: a kit of another version in this interpreter keeps its own spec
     name = "kit-" + hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:8]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kit" / "jupyter"
     spec = base / "kernels" / name / "kernel.json"
-    want = {"argv": argv, "display_name": f"kit ({sys.executable})", "language": "python"}
+    want = {"argv": argv, "display_name": f"kit ({sys.executable})", "language": "python", "env": KERNEL_ENV}
     try:
         current = json.loads(spec.read_text())
     except (OSError, ValueError):
@@ -43,6 +51,22 @@ def kernel_name() -> str:
     if str(base) not in paths:
         os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base), *filter(None, paths)])
     return name
+
+
+@contextmanager
+def kernel_config() -> Iterator:
+    """How kit talks to its kernels: over Unix sockets in a private (0700) temporary folder where the OS has them,
+    a folder per kernel (jupyter's own IPC default is a name relative to the working directory, shared by every
+    kernel started there). Over TCP, jupyter's default, any local user can subscribe to a kernel's output port and
+    read it in plain text (ipykernel warns "Kernel is running over TCP without encryption" at every start), and
+    kernels that start together can race for a port. pyzmq has no IPC on Windows: TCP there."""
+    from traitlets.config import Config
+
+    if os.name != "posix":
+        yield Config()
+        return
+    with tempfile.TemporaryDirectory(prefix="kit-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
 
 
 def load_notebook(path: str | Path) -> nbformat.NotebookNode:
@@ -161,10 +185,11 @@ KERNEL_START_ERRORS = (RuntimeError, TimeoutError, OSError)  # dead kernel, "add
 
 
 def run_notebook(notebook: str | Path, output: str | Path, params: dict | None = None, log: bool = True,
-                 retries: int = 3) -> Path:
+                 retries: int = 3, km=None) -> Path:
     """Execute one notebook headlessly; KitError with the failing cell's error on failure.
 
     A kernel that fails to start (port races when notebooks start together) is retried with backoff.
+    km: a kernel already started for it (started_kernel); a retry starts a fresh one.
     """
     import papermill as pm
 
@@ -179,13 +204,16 @@ def run_notebook(notebook: str | Path, output: str | Path, params: dict | None =
     with environ(KIT_ROOT=str(project_root()), PYTHONUNBUFFERED="1"):
         for attempt in range(retries):
             try:
-                pm.execute_notebook(nb, str(output), parameters=params, kernel_name=kernel, cwd=str(src.parent),
-                                    log_output=log, progress_bar=False, language="python")
+                with kernel_config() as config:
+                    pm.execute_notebook(nb, str(output), parameters=params, kernel_name=kernel, cwd=str(src.parent),
+                                        log_output=log, progress_bar=False, language="python", config=config,
+                                        **({"km": km} if km is not None else {}))
                 return output
             except pm.PapermillExecutionError as e:
                 raise KitError(f"{src.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                                f"{tail(e.traceback)}\nexecuted notebook: {output}") from None
             except KERNEL_START_ERRORS as e:
+                km = None
                 if attempt == retries - 1:
                     raise KitError(f"the kernel for {src.name} did not start after {retries} tries: "
                                    f"{type(e).__name__}: {e}") from None
@@ -193,17 +221,79 @@ def run_notebook(notebook: str | Path, output: str | Path, params: dict | None =
     return output
 
 
+@contextmanager
+def started_kernel(notebook: str | Path, timeout: float = 60, **launch) -> Iterator:
+    """A kernel for `notebook`, started as run_notebook starts one, for run_notebook(km=...) to run one notebook
+    after another on (kit.runner: the folds of a slot, reset_kernel between them). launch: for Popen (stdout,
+    stderr). Shut down when the block ends."""
+    from jupyter_client.manager import KernelManager
+
+    class Manager(KernelManager):  # keeps the clients it makes (papermill's too), to close them with the kernel
+        def client(self, **kw):
+            self.clients = [*getattr(self, "clients", []), super().client(**kw)]
+            return self.clients[-1]
+
+    src = resolve(notebook)
+    with environ(KIT_ROOT=str(project_root()), PYTHONUNBUFFERED="1"), kernel_config() as config:
+        km = Manager(kernel_name=kernel_name(), config=config)
+        try:
+            km.start_kernel(cwd=str(src.parent), **launch)
+            kc = km.client()
+            kc.start_channels()
+            kc.wait_for_ready(timeout=timeout)
+            yield km
+        finally:
+            for kc in getattr(km, "clients", []):
+                kc.stop_channels()
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+
+
+# Run silently (no output, no history) in a kernel between two notebooks. The modules stay imported: that is
+# the point (torch, timm: seconds a fold); what a notebook made is dropped, so the next one starts as on a new
+# kernel: its variables, the output history, the objects only they held (a model, its GPU memory), the count.
+RESET = """get_ipython().run_line_magic('reset', '-f')
+__import__('os').environ.update({env!r})
+__import__('gc').collect()
+if 'torch' in __import__('sys').modules and __import__('torch').cuda.is_initialized():
+    __import__('torch').cuda.empty_cache()
+get_ipython().execution_count = 1
+"""
+
+
+def reset_kernel(km, env: dict, timeout: float = 60) -> None:
+    """Make a kernel that ran a notebook ready for the next (RESET), with `env` in its os.environ (e.g. the next
+    fold's lock); RuntimeError if it cannot be: start a new one then."""
+    for kc in getattr(km, "clients", []):  # the last notebook's
+        kc.stop_channels()
+    kc = km.client()
+    kc.start_channels()
+    reply = kc.execute_interactive(RESET.format(env=env), silent=True, store_history=False, timeout=timeout)
+    kc.stop_channels()
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"resetting the kernel failed: {reply['content'].get('evalue')}")
+
+
 def check_kernel(timeout: float = 60) -> None:
     """Start and stop the kernel once, so a broken one is reported before any fold starts."""
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
-    try:
-        km, kc = start_new_kernel(kernel_name=kernel_name(), startup_timeout=timeout)
-    except Exception as e:  # noqa: BLE001 - any failure here means no fold could run
-        raise KitError(f"the notebook kernel ({sys.executable} -m ipykernel) cannot start: "
-                       f"{type(e).__name__}: {e}; install ipykernel in this environment") from None
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    with kernel_config() as config:
+        km = KernelManager(kernel_name=kernel_name(), config=config)
+        try:
+            km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=timeout)
+            finally:
+                kc.stop_channels()
+        except Exception as e:  # noqa: BLE001 - any failure here means no fold could run
+            raise KitError(f"the notebook kernel ({sys.executable} -m ipykernel) cannot start: "
+                           f"{type(e).__name__}: {e}; install ipykernel in this environment") from None
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
 
 
 def tail(traceback: list[str], lines: int = 8) -> str:

@@ -1,41 +1,52 @@
-"""Kaggle offline packaging: the kit's wheel, the wheels a Kaggle image lacks, the blend's checkpoints
-and blend.json in one folder to upload as a dataset; its notebook installs from it with --no-index."""
+"""Kaggle offline packaging: the kit's wheel, the wheels a Kaggle image may lack, the blend's checkpoints
+and blend.json in one folder to upload as a dataset; its notebook installs from it with --no-index --no-deps
+(kit.deps), and with a competition named, the metadata the `kaggle` command uploads it with (kit.publish)."""
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import jupytext
 import nbformat
+from packaging.utils import canonicalize_name
 
 from . import KitError, __version__
 from .blendconfig import BlendConfig
+from .deps import KAGGLE_MAY_LACK
 from .io import read_json, write_json
+from .notebook import parameters_cell
 from .paths import fold_dir, resolve
+from .publish import DATASET_META, KERNEL_META, NOTEBOOK, check_comp, write_metadata
 from .rundir import CHECKPOINT, CONFIG
 
 SOURCE = Path(__file__).resolve().parents[1]  # the kit checkout: pyproject.toml and notebooks/
 
-# Kaggle's image ships torch, timm, albumentations, scikit-learn, pandas and papermill; not these.
-MISSING_ON_KAGGLE = ("ttach",)
 
 MARKER = ".kit-bundle"  # written first into every bundle folder: the only folders package ever empties
-BUNDLE = ("blend.json", "kaggle_infer.ipynb", "runs", "wheels")  # what it writes there, and so may replace
+# what it writes there, and so may replace
+BUNDLE = ("blend.json", NOTEBOOK, "runs", "wheels", DATASET_META, KERNEL_META)
 
 
 def package_for_kaggle(blend_json: str | Path, out: str | Path, runs_dir: str | Path = "runs",
-                       extra: tuple[str, ...] = MISSING_ON_KAGGLE, wheels_from: str | Path | None = None) -> Path:
-    """Write the bundle: wheels/, runs/<exp>/fold<k>/{best.pt,config.json}, blend.json, kaggle_infer.ipynb.
+                       extra: tuple[str, ...] = KAGGLE_MAY_LACK, wheels_from: str | Path | None = None,
+                       comp: str = "", kaggle_user: str = "") -> Path:
+    """Write the bundle: wheels/, runs/<exp>/fold<k>/{best.pt,config.json}, blend.json, kaggle_infer.ipynb, and
+    with `comp` (the competition's name on Kaggle) the notebook reading /kaggle/input/<comp> plus the dataset's
+    and kernel's metadata for the `kaggle` command (ids under `kaggle_user`).
 
     Every input is checked before anything is written. `out` must be new, empty, or an earlier bundle
     (it holds the .kit-bundle marker); then only the bundle's own entries are replaced, nothing else in it.
     wheels_from: a folder that already holds the extra wheels (else pip downloads them, pinned to the
     versions installed here).
     """
+    if comp:
+        check_comp(comp)
     spec, files = bundle_inputs(blend_json, runs_dir)
     out = resolve(out).resolve()  # real path: `--out .` or a symlink must compare equal to what it names
     claim_output(out, [resolve(blend_json), *files.values(), *([Path(wheels_from)] if wheels_from else [])])
@@ -50,7 +61,9 @@ def package_for_kaggle(blend_json: str | Path, out: str | Path, runs_dir: str | 
         shutil.copy2(src, out / rel)
     write_json(spec, out / "blend.json")
     build_wheels(out / "wheels", extra, wheels_from)
-    write_notebook(out / "kaggle_infer.ipynb")
+    write_notebook(out / NOTEBOOK, comp)
+    if comp:
+        write_metadata(out, comp, kaggle_user)
     return out
 
 
@@ -104,13 +117,26 @@ def build_wheels(dest: Path, extra: tuple[str, ...], wheels_from: str | Path | N
         return
     if wheels_from:
         for name in extra:
-            found = sorted(Path(wheels_from).glob(f"{name.replace('-', '_')}-*.whl"))
+            found = sorted(Path(wheels_from).glob(f"{canonicalize_name(name).replace('-', '_')}-*.whl"))
             if not found:
                 raise KitError(f"no wheel for {name!r} in {wheels_from}")
             shutil.copy2(found[-1], dest)
         return
-    run(pip + ["download", "--no-deps", "--only-binary", ":all:", "-d", str(dest),
-               *[f"{n}=={version(n)}" for n in extra]], f"download wheels for {list(extra)}")
+    fetch_wheels(dest, extra)
+
+
+def fetch_wheels(dest: Path, names: tuple[str, ...]) -> None:
+    """A wheel of each package in the version installed here: downloaded, or built from its sdist where the index
+    has no wheel of that version (grad-cam)."""
+    pins = []
+    for n in names:
+        try:
+            pins.append(f"{n}=={version(n)}")
+        except PackageNotFoundError:
+            raise KitError(f"--extra {n} is not installed here; the bundle holds the version installed where you "
+                           f"package: pip install {n}, or leave it out") from None
+    run([sys.executable, "-m", "pip", "-q", "wheel", "--no-deps", "-w", str(dest), *pins],
+        f"get wheels for {list(names)}")
 
 
 def run(cmd: list[str], what: str) -> None:
@@ -122,11 +148,29 @@ def run(cmd: list[str], what: str) -> None:
 TEMPLATE = SOURCE / "notebooks" / "kaggle_infer.py"  # the bundle's notebook, written as it is
 
 
-def write_notebook(path: Path) -> None:
-    """The Kaggle template notebook as .ipynb: it installs every wheel of the bundle and applies its
-    blend.json with infer.blend_and_submit, as `kit blend --blend-json` does."""
+def write_notebook(path: Path, comp: str = "") -> None:
+    """The Kaggle template notebook as .ipynb: it installs the bundle's wheels the image lacks and applies its
+    blend.json with infer.blend_and_submit, as `kit blend --blend-json` does. `comp` becomes the default of the
+    parameters cell's `comp` (not a papermill injected cell: a papermill run with other parameters replaces that)."""
     if not TEMPLATE.is_file():
         raise KitError(f"the Kaggle template notebook {TEMPLATE} is missing; package from the kit repository")
     nb = jupytext.read(TEMPLATE)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if comp:
+        cell = parameters_cell(nb)
+        cell.source = with_default(cell.source, "comp", comp)
     nbformat.write(nb, path)
+
+
+def with_default(source: str, name: str, value: str) -> str:
+    """`source` with the value assigned to `name` replaced by the literal `value`, found by its place in the syntax
+    tree: the rest of the line (its comment) stays."""
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == name for t in n.targets))
+    lines = source.splitlines(keepends=True)
+    v = node.value
+    if v.lineno != v.end_lineno:
+        raise KitError(f"the template's {name} default spans lines; keep it on one")
+    line = lines[v.lineno - 1].encode()  # the offsets count UTF-8 bytes
+    lines[v.lineno - 1] = (line[:v.col_offset] + json.dumps(value).encode() + line[v.end_col_offset:]).decode()
+    return "".join(lines)

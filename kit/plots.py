@@ -69,3 +69,22 @@ def weights_bar(weights: pd.Series):
     ax.set_ylim(0, 1), ax.set_title("blend weights")
     fig.tight_layout()
     return fig
+
+
+def error_grid(errors: pd.DataFrame, cols: int = 8):
+    """kit.explain.confident_errors as images: true class, predicted class and its probability over each."""
+    titles = [f"true {r.true}\npred {r.predicted} {r.probability:.2f}" for r in errors.itertuples()]
+    fig = image_grid([read_image(p) for p in errors["path"]], titles, cols=cols, size=1.8)
+    fig.suptitle("most confident wrong OOF predictions", y=1.02)
+    return fig
+
+
+def cam_grid(errors: pd.DataFrame, maps: list):
+    """One row per image of kit.explain.class_activation_maps: the image, then where the model found the class
+    it predicted, then where it found the true one."""
+    images, titles = [], []
+    for r, (image, predicted, true) in zip(errors.itertuples(), maps):
+        images += [image, predicted, true]
+        titles += [f"{r.id}: true {r.true}", f"Grad-CAM: pred {r.predicted} {r.probability:.2f}",
+                   f"Grad-CAM: true {r.true} {r.p_true:.2f}"]
+    return image_grid(images, titles, cols=3, size=2.4)

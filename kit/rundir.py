@@ -235,6 +235,26 @@ def oof_frame(ids, fold: int, targets, probs: np.ndarray, classes: list[str], tt
     return df
 
 
+def encode_targets(y: np.ndarray) -> np.ndarray:
+    """The OOF `target` cells: class indices, or for a multi-label (N, K) matrix each row's classes as
+    '[0 3]' (never read back as a number, '[]' for none)."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return y
+    return np.array(["[" + " ".join(map(str, np.flatnonzero(row))) + "]" for row in y], dtype=object)
+
+
+def oof_targets(oof: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """encode_targets undone: 1-D class indices, or the (N, K) 0/1 matrix of a multi-label OOF."""
+    cells = oof["target"]
+    if not cells.astype(str).str.startswith("[").all():
+        return cells.to_numpy()
+    out = np.zeros((len(cells), n_classes), dtype=np.int64)
+    for i, cell in enumerate(cells.astype(str)):
+        out[i, [int(k) for k in cell.strip("[]").split()]] = 1
+    return out
+
+
 def write_oofs(folder: Path, oofs: dict[str, pd.DataFrame], main: str) -> None:
     """One OOF file per TTA, then oof.csv (the `main` TTA's frame) last: its presence marks the fold complete."""
     for tta, frame in oofs.items():

@@ -2,6 +2,12 @@
 scheduled over the GPUs or CPU slots, with a live status table, a lock per fold folder, and finished folds
 skipped.
 
+What a fold costs besides its training (bench/runner_overhead.py) is mostly a kernel importing torch and
+timm: seconds, and CPU a small machine's training needs. So each slot has one worker process and one kernel
+for all its folds, one after another: between two folds the kernel is reset (kit.notebook.reset_kernel: its
+variables dropped, its imports kept), and a fold that fails gets the next one a new kernel. Each fold keeps
+its own executed notebook and run.log, and runs under its own fold lock.
+
 The worker (`python -m kit.runner`) imports this module: it imports nothing heavier than papermill at the
 top. kit.rundir, kit.device and kit.lock bring torch and sklearn (seconds and ~800 MB per worker, next to
 the kernel that trains), so the functions that only the parent runs import them where they use them."""
@@ -15,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -25,8 +32,11 @@ import pandas as pd
 from . import KitError
 from .io import write_json
 from .lifetime import die_with_parent
-from .notebook import check_kernel, check_parameters, environ, load_notebook, notebook_parameters, run_notebook
-from .paths import check_name, check_writable, fold_dir, project_root, resolve
+from .notebook import (check_kernel, check_parameters, environ, load_notebook, notebook_parameters, reset_kernel,
+                       run_notebook, started_kernel)
+from .paths import check_name, check_writable, exp_dir, fold_dir, project_root, resolve
+
+POLL = 0.1  # seconds between looks at the workers: a free slot waits at most this long for its next fold
 
 
 @dataclass
@@ -48,14 +58,16 @@ class Job:
     params: dict
     root: str  # project root, shared by every worker
     env: dict = field(default_factory=dict)
+    log: str = ""  # the fold's run.log
+    result: str = ""  # the fold's job.json: the JobResult, written by the worker
 
 
-def run_job(job: Job) -> JobResult:
-    """Run a job in this process (a worker subprocess or a Ray task)."""
+def run_job(job: Job, km=None) -> JobResult:
+    """Run a job in this process (a worker subprocess or a Ray task); km: a kernel already started for it."""
     t0 = time.time()
     with environ(KIT_ROOT=job.root, **job.env):
         try:
-            run_notebook(job.notebook, job.output, job.params, log=True)
+            run_notebook(job.notebook, job.output, job.params, log=True, km=km)
             return JobResult(job.name, "done", time.time() - t0, job.output)
         except KitError as e:
             return JobResult(job.name, "failed", time.time() - t0, job.output, str(e))
@@ -68,15 +80,17 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     """One papermill job per fold, each in its own process (or Ray task).
 
     Finished folds are skipped unless force (then they start afresh: resume=False); a finished fold trained
-    with other parameters is reported ("differs"), not skipped silently; a fold killed half-way resumes from
-    its last.pt; a failing fold does not stop the others; a fold another run is writing is reported
-    ("busy"), never written by two. Locally: one job per GPU in `gpus` ("0,1", "auto") with
-    CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with `threads` threads each; starts are staggered.
+    with other parameters is reported ("differs"), not skipped silently, and so is any other finished fold of
+    the experiment trained with other parameters than this run's ("stale": the experiment mixes two
+    trainings, which the blender refuses); a fold killed half-way resumes from its last.pt; a failing fold
+    does not stop the others; a fold another run is writing is reported ("busy"), never written by two.
+    Locally: one job per GPU in `gpus` ("0,1", "auto") with CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with
+    `threads` threads each; worker starts are `stagger` s apart. on_status(table): the live status_table.
     Every check that can fail runs before any fold starts. nb: `notebook` already loaded (kit run-folds reads
     its parameters cell first, to type the -p values), so that it is read and checked once.
     """
     from .lock import HELD_ENV, FoldBusy, fold_lock, lock_path
-    from .rundir import NOTEBOOK, is_complete
+    from .rundir import JOB, NOTEBOOK, RUN_LOG, is_complete
 
     if backend not in ("local", "ray"):
         raise KitError(f"unknown backend {backend!r}; use 'local' or 'ray'")
@@ -97,6 +111,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     if threads and "threads" in names:
         params["threads"] = threads
     config = train_config(names, params)
+    slots = gpu_slots(gpus) if backend == "local" else []
     check_writable(runs_dir, "runs_dir")
     dirs = {k: fold_dir(runs_dir, exp, k) for k in folds}
     if any(force or not is_complete(d) for d in dirs.values()):
@@ -117,12 +132,15 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
                 continue
             held.enter_context(lock)
             env = {**thread_env(threads), HELD_ENV: str(lock_path(d))}  # the worker's kernel runs under this lock
-            todo.append(Job(name, k, str(resolve(notebook)), nb_out, {**params, "fold": k}, str(project_root()), env))
+            todo.append(Job(name, k, str(resolve(notebook)), nb_out, {**params, "fold": k}, str(project_root()), env,
+                            str(d / RUN_LOG), str(d / JOB)))
         if backend == "ray" and todo:
-            results.update(run_on_ray(todo, address, gpus, threads))
+            results.update(run_on_ray(todo, address, gpus, threads, on_status))
         elif todo:
-            results.update(run_local(todo, jobs, gpus, stagger, runs_dir, exp, on_status))
-    return pd.DataFrame([results[k].__dict__ for k in folds])
+            results.update(run_local(todo, slots or [""] * jobs, stagger, on_status))
+    made = config and any(results[k].status in ("done", "skipped") for k in folds)  # this run's training exists
+    mixed = mixed_folds(exp_dir(runs_dir, exp), folds, config) if made else []
+    return pd.DataFrame([results[k].__dict__ for k in folds] + [r.__dict__ for r in mixed])
 
 
 def train_config(names: dict, params: dict) -> dict | None:
@@ -138,6 +156,10 @@ def train_config(names: dict, params: dict) -> dict | None:
     return TrainConfig.from_params({**defaults, **{k: v for k, v in params.items() if k in fields}}).to_dict()
 
 
+def changes_text(changes: dict) -> str:
+    return ", ".join(f"{n} {old!r} -> {new!r}" for n, (old, new) in changes.items())
+
+
 def finished_fold(name: str, d: Path, config: dict | None, k: int) -> JobResult:
     """A complete fold: skipped, unless it was made on other folds or by another kit ("stale"), or trained
     with other parameters than this run asks for ("differs")."""
@@ -150,11 +172,32 @@ def finished_fold(name: str, d: Path, config: dict | None, k: int) -> JobResult:
         return JobResult(name, "stale", 0.0, notebook, f"{d}: {reason}; rerun it with --force")
     changes = training_changes(read_config(d), {**config, "fold": k}) if config else {}
     if changes:
-        listing = ", ".join(f"{n} {old!r} -> {new!r}" for n, (old, new) in changes.items())
         return JobResult(name, "differs", 0.0, notebook,
-                         f"{d} is finished but was trained with other parameters ({listing}); rerun with --force "
-                         "to retrain it with the new ones, or give the new run another --exp")
+                         f"{d} is finished but was trained with other parameters ({changes_text(changes)}); rerun "
+                         "with --force to retrain it with the new ones, or give the new run another --exp")
     return JobResult(name, "skipped", 0.0, notebook)
+
+
+def mixed_folds(exp_path: Path, folds: list[int], config: dict) -> list[JobResult]:
+    """The experiment's finished folds outside this run trained with other parameters than this run's folds:
+    "stale", since one experiment is one training (kit blend refuses a mixed one). Read after the run, so a
+    run that mixes the experiment (--force -p lr=... on some folds) says so when it ends."""
+    from .config import training_changes
+    from .rundir import NOTEBOOK, fold_number, is_complete, read_config
+
+    out = []
+    others = sorted((int(fold_number(d)), d) for d in exp_path.glob("fold*")
+                    if fold_number(d).isdigit() and int(fold_number(d)) not in folds and is_complete(d))
+    for k, d in others:
+        changes = training_changes(read_config(d), {**config, "fold": k})
+        if changes:
+            listing = ",".join(map(str, folds))
+            out.append(JobResult(f"{exp_path.name}/fold{k}", "stale", 0.0, str(d / NOTEBOOK),
+                                 f"{d} was trained with other parameters than this run's folds {listing} "
+                                 f"({changes_text(changes)}): the experiment mixes two trainings, and kit blend "
+                                 f"refuses it. Retrain it with this run's parameters (this command with --folds "
+                                 f"{k} --force), or run the new parameters under another --exp"))
+    return out
 
 
 def thread_env(threads: int) -> dict:
@@ -162,37 +205,52 @@ def thread_env(threads: int) -> dict:
 
 
 def gpu_slots(gpus: str) -> list[str]:
-    if gpus == "auto":
-        import torch
+    """The CUDA_VISIBLE_DEVICES of each local slot: "0,1" as given, "auto" every visible GPU, "" none (CPU)."""
+    if gpus != "auto":
+        return [g.strip() for g in gpus.split(",") if g.strip()]
+    import torch
 
-        return [str(i) for i in range(torch.cuda.device_count())]
-    return [g for g in gpus.split(",") if g]
+    n = torch.cuda.device_count()
+    if not n:
+        raise KitError("--gpus auto: torch sees no CUDA GPU here (torch.cuda.device_count() is 0, CUDA_VISIBLE_DEVICES="
+                       f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, torch {torch.__version__}); leave "
+                       "--gpus out to train on the CPU, or install a CUDA build of torch and check the driver")
+    return [str(i) for i in range(n)]
 
 
-def run_local(todo: list[Job], jobs: int, gpus: str, stagger: float, runs_dir: str, exp: str,
-              on_status=None) -> dict[int, JobResult]:
-    """A worker process per fold, at most one per slot; the live log of each is fold<k>/run.log."""
-    slots = gpu_slots(gpus) or [""] * max(1, jobs)
-    queue, running, done = list(todo), {}, {}
-    started = {}
+def run_local(todo: list[Job], slots: list[str], stagger: float, on_status=None) -> dict[int, JobResult]:
+    """One worker process per slot (start_worker, `stagger` s apart), sent the slot's folds one at a time; a
+    fold is over when its job.json is written. A worker that dies fails its fold, and the slot's next fold
+    gets a new worker. The live log of each fold is its run.log."""
+    queue, workers, current, done, started = list(todo), {}, {}, {}, {}  # workers, current: by slot number
+    last_start = -float("inf")
     try:
-        while queue or running:
-            while queue and slots:
-                job, slot = queue.pop(0), slots.pop(0)
-                running[job.fold] = (start_worker(job, slot), slot, job)
+        while queue or current:
+            for i, slot in enumerate(slots):
+                if i in current or not queue:
+                    continue
+                if i not in workers or workers[i].poll() is not None:
+                    if time.time() - last_start < stagger:
+                        continue
+                    workers[i], last_start = start_worker(queue[0], slot), time.time()  # writes its run.log
+                else:
+                    open(queue[0].log, "w").close()
+                job = current[i] = queue.pop(0)
+                send(workers[i], job)
                 started[job.fold] = time.time()
-                if queue and slots:
-                    time.sleep(stagger)  # kernels starting at the same instant race for ports
-            for k, (proc, slot, job) in list(running.items()):
-                if proc.poll() is not None:
-                    done[k] = read_result(job, proc.returncode, time.time() - started[k])
-                    slots.append(slot)
-                    del running[k]
+            for i, job in list(current.items()):
+                returncode = workers[i].poll()
+                if Path(job.result).is_file() or returncode is not None:
+                    done[job.fold] = read_result(job, returncode, time.time() - started[job.fold])
+                    del current[i]
             if on_status is not None:
-                on_status(status_table(todo, done, running, started, runs_dir, exp))
-            time.sleep(0.5)
+                on_status(status_table(todo, done, started))
+            time.sleep(POLL)
+        for proc in workers.values():  # end of input: each worker shuts its kernel down and exits
+            proc.stdin.close()
+            proc.wait()
     except BaseException:  # Ctrl-C, or an error here: no worker outlives the run (a kill: see start_worker)
-        for proc, _, _ in running.values():
+        for proc in workers.values():
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -200,83 +258,190 @@ def run_local(todo: list[Job], jobs: int, gpus: str, stagger: float, runs_dir: s
     return done
 
 
-def start_worker(job: Job, slot: str) -> subprocess.Popen:
-    """`python -m kit.runner <job>` in its own session, bound to this process by kit.lifetime (the worker
-    arms it with KIT_PARENT_PID, its kernel likewise): a SIGKILL of this process takes both down.
+def start_worker(first: Job, slot: str) -> subprocess.Popen:
+    """`python -m kit.runner` in its own session, bound to this process by kit.lifetime (the worker arms it
+    with KIT_PARENT_PID, its kernel likewise): a SIGKILL of this process takes both down. Until it reads its
+    first fold it writes into that fold's run.log (an error at its start is that fold's).
 
     On Linux the parent-death signal follows the *thread* that started the worker: run_folds must be
     called from a thread that lives until it returns (it does: it waits for its workers)."""
     from .device import HEADLESS_ENV
-    from .rundir import JOB, RUN_LOG
 
-    env = {**os.environ, "KIT_ROOT": job.root, HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
-           "KIT_PARENT_PID": str(os.getpid()), **job.env}
+    env = {**os.environ, "KIT_ROOT": first.root, HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
+           "KIT_PARENT_PID": str(os.getpid())}  # each fold's own env (its lock, threads): main, per fold
     if slot:
         env["CUDA_VISIBLE_DEVICES"] = slot
-    folder = Path(job.output).parent
-    (folder / JOB).unlink(missing_ok=True)
-    with open(folder / RUN_LOG, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "kit.runner", json.dumps(job.__dict__), str(folder / JOB)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(first.log, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "kit.runner"], stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def read_result(job: Job, returncode: int, seconds: float) -> JobResult:
-    from .rundir import JOB, RUN_LOG
+def send(proc: subprocess.Popen, job: Job) -> None:
+    """The worker's next fold, as a line of JSON (its job.json, from an earlier run, removed first)."""
+    Path(job.result).unlink(missing_ok=True)
+    with suppress(BrokenPipeError):  # a worker that died meanwhile: its exit code tells
+        proc.stdin.write(json.dumps(job.__dict__).encode() + b"\n")
+        proc.stdin.flush()
 
-    path = Path(job.output).parent / JOB
-    if returncode == 0 and path.is_file():
+
+def read_result(job: Job, returncode: int | None, seconds: float) -> JobResult:
+    path = Path(job.result)
+    if path.is_file():
         return JobResult(**json.loads(path.read_text()))
-    log = Path(job.output).parent / RUN_LOG
+    log = Path(job.log)
     last = "\n".join(log.read_text(errors="replace").splitlines()[-8:]) if log.is_file() else ""
     return JobResult(job.name, "failed", seconds, job.output, f"worker exited with {returncode}\n{last}")
 
 
-def status_table(todo: list[Job], done: dict, running: dict, started: dict, runs_dir: str, exp: str) -> pd.DataFrame:
-    """fold, state, epoch, best score, elapsed: read from each fold's history.csv as it grows."""
-    from .rundir import HISTORY
-
+def status_table(todo: list[Job], done: dict, started: dict) -> pd.DataFrame:
+    """fold, state, epoch (k/N), best score, elapsed and ETA in seconds: from each fold's history.csv as it
+    grows (the ETA: the epochs left times the mean epoch so far)."""
     rows = []
     for job in todo:
-        hist = fold_dir(runs_dir, exp, job.fold) / HISTORY
-        epoch, best = "", ""
-        if hist.is_file():
-            try:
-                h = pd.read_csv(hist)
-                metric = next(c for c in h.columns if c.startswith("val_") and c != "val_loss")
-                epoch, best = int(h["epoch"].max()), round(float(h[metric].max()), 4)  # epochs count from 1
-            except (ValueError, StopIteration, KeyError, pd.errors.EmptyDataError):
-                pass
-        state = done[job.fold].status if job.fold in done else "running" if job.fold in running else "queued"
-        elapsed = done[job.fold].seconds if job.fold in done else time.time() - started.get(job.fold, time.time())
-        rows.append({"fold": job.fold, "state": state, "epoch": epoch, "best": best,
-                     "elapsed_s": round(elapsed) if job.fold in started else ""})
+        if job.fold in done:
+            state, elapsed = done[job.fold].status, round(done[job.fold].seconds)
+        elif job.fold in started:
+            state, elapsed = "running", round(time.time() - started[job.fold])
+        else:
+            state, elapsed = "queued", ""
+        row = {"fold": job.fold, "state": state, "epoch": "", "best": "", "elapsed_s": elapsed, "eta_s": ""}
+        if state != "queued":
+            row.update(progress(Path(job.output).parent, job.params, state == "running"))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def run_on_ray(todo: list[Job], address: str, gpus: str, threads: int) -> dict[int, JobResult]:
-    """Each fold a Ray task (num_gpus=1 on GPU clusters, else CPUs); outputs go to the shared run folder."""
+def progress(folder: Path, params: dict, running: bool) -> dict:
+    """epoch, best and eta_s of a fold from its history (epochs count from 1); {} before its first epoch."""
+    from .metrics import lookup
+    from .rundir import HISTORY
+
+    try:
+        h = pd.read_csv(folder / HISTORY)
+        metric = f"val_{params['metric']}" if f"val_{params.get('metric')}" in h else next(
+            c for c in h.columns if c.startswith("val_") and c != "val_loss")
+        greater = lookup(metric.removeprefix("val_")).greater_is_better
+        epoch, total = int(h["epoch"].max()), int(params.get("epochs") or 0)
+    except (OSError, ValueError, StopIteration, KeyError, KitError, pd.errors.EmptyDataError):
+        return {}
+    best = h[metric].max() if greater else h[metric].min()
+    out = {"epoch": f"{epoch}/{total}" if total else str(epoch), "best": round(float(best), 4)}
+    if running and total and "seconds" in h:
+        out["eta_s"] = round(max(total - epoch, 0) * float(h["seconds"].mean()))
+    return out
+
+
+def run_on_ray(todo: list[Job], address: str, gpus: str, threads: int, on_status=None) -> dict[int, JobResult]:
+    """Each fold a Ray task (num_gpus=1 on GPU clusters, else CPUs) that writes the fold's run.log and job.json
+    as a local worker does; outputs go to the shared run folder. A fold counts as running once its run.log
+    is there."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
-    use_gpu = bool(gpus) or bool(ray.cluster_resources().get("GPU"))
-    task = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=threads or 1, max_retries=0)(run_job)
-    results = ray.get([task.remote(job) for job in todo])
-    return {job.fold: r for job, r in zip(todo, results)}
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus and not cluster_gpus:
+        raise KitError(f"--gpus {gpus} with --backend ray: the Ray cluster has no GPU (ray.cluster_resources() lists "
+                       "none), so no fold could be scheduled; leave --gpus out to train on the cluster's CPUs")
+    for job in todo:  # what an earlier run left: a fold is running once its task writes these
+        Path(job.log).unlink(missing_ok=True)
+        Path(job.result).unlink(missing_ok=True)
+    task = ray.remote(num_gpus=1 if cluster_gpus else 0, num_cpus=threads or 1, max_retries=0)(run_logged)
+    pending = {task.remote(job): job for job in todo}
+    done, started = {}, {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
+        for ref in ready:
+            job = pending.pop(ref)
+            done[job.fold] = ray.get(ref)
+        for job in pending.values():
+            if job.fold not in started and Path(job.log).is_file():
+                started[job.fold] = time.time()
+        if on_status is not None:
+            on_status(status_table(todo, done, started))
+    return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: python -m kit.runner '<job json>' <result file>; writes the JobResult to the result
-    file (the fold's job.json, named by start_worker: kit.rundir is not imported here, see the module doc)."""
+def run_logged(job: Job, km=None) -> JobResult:
+    """run_job with the fold's live log (the notebook's output, as papermill logs it) in job.log and its result
+    in job.result: a Ray task's, where no worker process redirects them."""
+    handler = logging.FileHandler(job.log, mode="a")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    pm_log = logging.getLogger("papermill")
+    pm_log.addHandler(handler)
+    try:
+        result = run_job(job, km)
+        if result.error:
+            pm_log.error(result.error)
+    finally:
+        pm_log.removeHandler(handler)
+        handler.close()
+    write_json(result.__dict__, job.result)
+    return result
+
+
+def main() -> int:
+    """Worker entry point: python -m kit.runner, one per slot. Reads the slot's folds from stdin, one Job (JSON)
+    a line, until the end of input; runs each on the slot's kernel (see the module doc) with its output in
+    the fold's run.log and its JobResult written to the fold's job.json."""
     if os.environ.get("KIT_PARENT_PID"):  # started by run_local: die with it
         die_with_parent(int(os.environ["KIT_PARENT_PID"]))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    spec, result_file = argv or sys.argv[1:]
-    result = run_job(Job(**json.loads(spec)))
-    write_json(result.__dict__, result_file)
-    if result.error:
-        print(result.error, file=sys.stderr)
+    kernel, km = ExitStack(), None
+    with kernel:
+        while line := sys.stdin.readline():
+            job = Job(**json.loads(line))
+            log_to(job.log)
+            with environ(KIT_ROOT=job.root, **job.env):
+                km = slot_kernel(job, km, kernel)
+                result = run_job(job, km)
+            if result.status != "done":  # whatever the notebook left in it, the next fold gets a new kernel
+                kernel.close()
+                km = None
+            if result.error:
+                print(result.error, file=sys.stderr, flush=True)
+            write_json(result.__dict__, job.result)
     return 0
+
+
+def log_to(path: str) -> None:
+    """This process's stdout and stderr (the log lines, the kernel's own output: see slot_kernel) into `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def slot_kernel(job: Job, km, kernel: ExitStack):
+    """The slot's kernel, reset for `job`; a new one if there is none or it cannot be reset (it died). None if
+    none starts: run_notebook then starts one itself, with its retries and its error message."""
+    if km is not None:
+        try:
+            reset_kernel(km, job.env)
+            return km
+        except Exception as e:  # noqa: BLE001 - a kernel that cannot be reset is replaced
+            logging.warning(f"a new kernel: the slot's kernel could not be reset ({type(e).__name__}: {e})")
+            kernel.close()
+    read, write = os.pipe()  # the kernel's own stdout and stderr, copied to the current fold's run.log
+    try:
+        km = kernel.enter_context(started_kernel(job.notebook, stdout=write, stderr=write))
+    except Exception as e:  # noqa: BLE001 - the notebook run that follows reports what is wrong
+        logging.warning(f"the slot's kernel did not start ({type(e).__name__}: {e}); starting one for the fold")
+        os.close(read)
+        return None
+    finally:
+        os.close(write)
+    threading.Thread(target=copy_out, args=(read,), daemon=True).start()
+    return km
+
+
+def copy_out(fd: int) -> None:
+    """fd's bytes to stdout (fd 1: the current fold's run.log, see log_to) until its writer closes it."""
+    while chunk := os.read(fd, 1 << 16):
+        os.write(1, chunk)
+    os.close(fd)
 
 
 if __name__ == "__main__":

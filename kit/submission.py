@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import KitError
-from .competition import SAMPLE_NEEDS, Competition, read_table
+from .competition import SAMPLE_NEEDS, Competition, list_separator, read_table
 from .io import atomic_path
 
 SUBMISSION_KINDS = ("auto", "label", "probability")
@@ -48,6 +48,9 @@ def make_submission(comp: Competition, probs: np.ndarray, submission_kind: str =
             sub[c] = probs[:, j]
         return sub[[id_col, *targets]]
     target = targets[0]
+    if comp.task == "multilabel":
+        sub[target] = label_lists(probs, names, list_separator(comp.train["label"]) if len(comp.train) else " ")
+        return sub
     kind = target_kind(sample[target], names) if submission_kind == "auto" else submission_kind
     if kind == "label":
         sub[target] = np.asarray(names, dtype=object)[probs.argmax(1)]
@@ -60,6 +63,15 @@ def make_submission(comp: Competition, probs: np.ndarray, submission_kind: str =
     return sub
 
 
+def label_lists(probs: np.ndarray, names: list[str], sep: str = " ") -> np.ndarray:
+    """Multi-label: each row's classes scored above 0.5 (thresholds are applied before, see kit.thresholds),
+    joined by `sep` in class order; a row with none gets its single most likely class (an empty cell is not
+    a prediction Kaggle accepts for most label-list competitions)."""
+    on = probs > 0.5
+    on[np.arange(len(probs)), probs.argmax(1)] |= ~on.any(1)
+    return np.array([sep.join(n for n, o in zip(names, row) if o) for row in on], dtype=object)
+
+
 def target_kind(values: pd.Series, classes: list[str]) -> str:
     """'probability' when the sample's cells are numbers and at least one is not spelled as an integer
     ('0.0', '0.5', '1e-3') and they are not all class names; else 'label'. A sample of '0's is ambiguous and
@@ -70,8 +82,10 @@ def target_kind(values: pd.Series, classes: list[str]) -> str:
     return "probability" if numbers and not integers and not v.isin(classes).all() else "label"
 
 
-def validate_submission(sub: pd.DataFrame, sample_path: str | Path) -> None:
-    """Same columns, count, ids and order as sample_submission.csv, and no empty cell."""
+def validate_submission(sub: pd.DataFrame, sample_path: str | Path, classes: list[str] | None = None,
+                        task: str = "") -> None:
+    """Same columns, count, ids and order as sample_submission.csv, and no empty cell; given the classes,
+    every label cell a class (every part of it for a multi-label task) and every number finite."""
     sample = read_table(Path(sample_path), SAMPLE_NEEDS)  # as text: an id 'NA' or '007' is itself
     if list(sub.columns) != list(sample.columns):
         raise KitError(f"submission columns {list(sub.columns)} differ from {sample_path}: {list(sample.columns)}")
@@ -91,10 +105,34 @@ def validate_submission(sub: pd.DataFrame, sample_path: str | Path) -> None:
                        f"{expected.iloc[i]!r}; keep the sample's order")
     if sub.isna().any().any():
         raise KitError(f"submission has empty cells in column(s) {sub.columns[sub.isna().any()].tolist()}")
+    if classes is not None:
+        for col in sample.columns[1:]:
+            _check_cells(sub[col], col, [str(c) for c in classes], task)
+
+
+def _check_cells(values: pd.Series, col: str, classes: list[str], task: str) -> None:
+    """Numbers finite; labels known classes (a multi-label cell: each of its parts). Cells that are all
+    numbers and not all class names are numbers (as read back from a CSV, they are text)."""
+    cells = values.astype(str).str.strip()
+    numbers = pd.to_numeric(cells, errors="coerce")
+    if numbers.notna().all() and not cells.isin(classes).all():
+        bad = values[~np.isfinite(numbers.to_numpy(float))]
+        if len(bad):
+            raise KitError(f"submission column {col!r} has {len(bad)} non-finite value(s), e.g. {bad.tolist()[:3]}")
+        return
+    if task == "multilabel":
+        sep = list_separator(cells)
+        parts = cells.map(lambda v: [p for p in v.split(sep) if p])
+        unknown = sorted({p for ps in parts for p in ps} - set(classes))
+    else:
+        unknown = sorted(set(cells) - set(classes))
+    if unknown:
+        raise KitError(f"submission column {col!r} holds {len(unknown)} label(s) that are not classes, e.g. "
+                       f"{unknown[:5]}; classes are {classes[:10]}{'...' if len(classes) > 10 else ''}")
 
 
 def write_submission(sub: pd.DataFrame, comp: Competition, path: str | Path) -> Path:
-    validate_submission(sub, comp.sample_submission)
+    validate_submission(sub, comp.sample_submission, comp.classes, comp.task)
     with atomic_path(path) as tmp:
         sub.to_csv(tmp, index=False)
     return Path(path)

@@ -20,7 +20,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
 from . import KitError, __version__, rundir
 from .augment import eval_transform, normalization, train_transform
@@ -30,7 +30,7 @@ from .data import DECODE_MARGIN, ImageDataset, loader_workers, make_loader, read
 from .device import amp_dtype, dtype_name, headless, inference_dtype, pick_device, seed_everything, set_threads
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .lock import fold_lock
-from .metrics import metric_value, score
+from .metrics import check_targets, lookup, metric_value, score
 from .models import create_model, resolve_model
 from .paths import fold_dir, resolve
 from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
@@ -56,6 +56,7 @@ class Fold:
     y: np.ndarray  # their targets
     is_val: np.ndarray  # the rows of this fold: its validation and OOF rows
     classes: list[str]
+    task: str  # the competition's task, resolved (kit.competition.detect_task)
     size: int  # the side the model sees
     device: torch.device
     dtype: torch.dtype | None  # training's autocast
@@ -98,10 +99,11 @@ class TrainState:
     rows: list = field(default_factory=list)  # history
     top: list = field(default_factory=list)  # [(score, epoch)] of the kept checkpoints, best first
     stale: int = 0  # epochs since the best one
+    multilabel: bool = False  # a sigmoid per class and BCE, not a softmax and cross-entropy
 
     @classmethod
     def build(cls, model: nn.Module, cfg: TrainConfig, batches_per_epoch: int, n_classes: int, device,
-              dtype) -> TrainState:
+              dtype, multilabel: bool = False) -> TrainState:
         """Optimizer (SAM wrapper; plain steps when sam='off'), per-update cosine schedule, fp16 scaler, EMA,
         mixup, for `model` (already on `device`)."""
         if cfg.channels_last:  # NHWC helps on CPU too: oneDNN's convolutions (depthwise ones above all) prefer it;
@@ -124,9 +126,13 @@ class TrainState:
         # resume-exact: it reads only the step.
         ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                      num_classes=n_classes) if cfg.mixup > 0 or cfg.cutmix > 0 else None
+                      num_classes=n_classes, multi_label=multilabel) if cfg.mixup > 0 or cfg.cutmix > 0 else None
         forward = torch.compile(model) if cfg.torch_compile else model
-        return cls(cfg, model, opt, sched, scaler, ema, mixup, device, dtype, forward)
+        return cls(cfg, model, opt, sched, scaler, ema, mixup, device, dtype, forward, multilabel=multilabel)
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid" if self.multilabel else "softmax"
 
     @property
     def eval_model(self) -> nn.Module:
@@ -171,7 +177,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         mean, std = normalization(model)
         loaders = make_loaders(cfg, fold, mean, std)
         rundir.write_config(out, resolved(cfg, **fold.meta, skipped_images=loaders.skipped, mean=mean, std=std))
-        state = TrainState.build(model, cfg, len(loaders.train), len(fold.classes), fold.device, fold.dtype)
+        state = TrainState.build(model, cfg, len(loaders.train), len(fold.classes), fold.device, fold.dtype,
+                                 multilabel=fold.task == "multilabel")
         if last is not None:
             state.load_state_dict(last)
             print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch + 1} from {out / rundir.LAST}")
@@ -194,7 +201,7 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
 
 def load_fold(cfg: TrainConfig) -> Fold:
     """The competition's rows with their folds, this fold checked against them, the model's size, the device."""
-    comp = load_competition(cfg.comp, cfg.data_dir, cfg.id_col, cfg.label_col)
+    comp = load_competition(cfg.comp, cfg.data_dir, cfg.id_col, cfg.label_col, task=cfg.task, metric=cfg.metric)
     folds = read_folds(folds_path(comp, cfg.runs_dir))
     table = attach_folds(comp, folds)
     n_folds = int(table["fold"].max()) + 1
@@ -203,14 +210,15 @@ def load_fold(cfg: TrainConfig) -> Fold:
     for c in comp.classes:
         if str(c) in RESERVED:
             raise KitError(f"class name {c!r} collides with an OOF column name {sorted(RESERVED)}; rename the class")
+    check_targets(cfg.metric, lookup(cfg.metric), comp.targets[:1], np.zeros((1, len(comp.classes))))
     timm_name, size = resolve_model(cfg.model, cfg.img_size)
     device = pick_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     classes = [str(c) for c in comp.classes]
     meta = dict(folds_hash=folds_hash(folds), n_folds=n_folds, classes=classes, timm_name=timm_name,
                 img_size_resolved=size, competition=str(comp.root), device_resolved=str(device),
-                amp_resolved=dtype_name(dtype), kit_version=__version__)
-    return Fold(table, comp.targets, (table["fold"] == cfg.fold).to_numpy(), classes, size, device, dtype,
+                amp_resolved=dtype_name(dtype), kit_version=__version__, task_resolved=comp.task)
+    return Fold(table, comp.targets, (table["fold"] == cfg.fold).to_numpy(), classes, comp.task, size, device, dtype,
                 inference_dtype(meta["amp_resolved"], device), meta)
 
 
@@ -240,9 +248,10 @@ def run_epoch(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> tup
     loaders.reseed(cfg.seed * 1000 + epoch)
     with oom_hint(cfg):
         train_loss = train_one_epoch(state, loaders.train)
-    probs = predict(state.eval_model, loaders.val, "none", device=fold.device, desc="validate", dtype=fold.eval_dtype)
+    probs = predict(state.eval_model, loaders.val, "none", device=fold.device, desc="validate", dtype=fold.eval_dtype,
+                    activation=state.activation)
     metric = f"val_{cfg.metric}"
-    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metric_value("log_loss", loaders.val_y, probs),
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss(loaders.val_y, probs),
            metric: metric_value(cfg.metric, loaders.val_y, probs), "lr": state.opt.param_groups[-1]["lr"],
            "seconds": time.time() - t0}
     state.rows.append(row)
@@ -265,8 +274,9 @@ def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> F
     state.model.load_state_dict(best["model"])
     made_by = rundir.checkpoint_hash(out / CHECKPOINT)  # every OOF row names the checkpoint that predicted it
     ttas = TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,)
-    preds = predict_many(state.model, loaders.val, ttas, device=fold.device, desc="oof", dtype=fold.eval_dtype)
-    ids, y = fold.table["id"][fold.is_val], fold.y[fold.is_val]
+    preds = predict_many(state.model, loaders.val, ttas, device=fold.device, desc="oof", dtype=fold.eval_dtype,
+                         activation=state.activation)
+    ids, y = fold.table["id"][fold.is_val], rundir.encode_targets(fold.y[fold.is_val])
     oofs = {tta: rundir.oof_frame(ids, cfg.fold, y, with_uniform_rows(probs, loaders.val_ok), fold.classes, tta,
                                   fold.meta["folds_hash"], made_by) for tta, probs in preds.items()}
     rundir.write_oofs(out, oofs, ttas[0])  # auto: the no-TTA predictions are the fold's oof
@@ -318,6 +328,9 @@ def train_one_epoch(state: TrainState, loader) -> float:
 
     def loss_fn(m, x, t):
         out = m(x)
+        if state.multilabel:  # mixup's targets come smoothed already; 0/1 ones are smoothed towards 0.5
+            soft = t if t.is_floating_point() else t.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+            return F.binary_cross_entropy_with_logits(out, soft)
         return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
 
     total, n, pending, skipped = 0.0, 0, [], 0
@@ -366,6 +379,14 @@ def oom_hint(cfg: TrainConfig):
         raise KitError(f"CUDA out of memory with batch_size={cfg.batch_size}, img_size={cfg.img_size or 'native'}"
                        f", model={cfg.model}: lower batch_size and raise accum_steps to keep the effective batch "
                        f"(batch_size * accum_steps), lower img_size, or use amp='bf16'. ({str(e)[:200]})") from None
+
+
+def val_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Log loss of the true class, or for multi-label targets the mean binary log loss over every cell."""
+    if np.ndim(y) == 1:
+        return metric_value("log_loss", y, probs)
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def with_uniform_rows(probs: np.ndarray, ok: np.ndarray) -> np.ndarray:

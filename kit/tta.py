@@ -8,12 +8,13 @@ and merged after softmax.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import ttach
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
 from . import KitError
 from .device import headless
@@ -28,6 +29,9 @@ PRESETS: dict[str, list] = {
     "multiscale": [ttach.Scale(scales=[1, 0.875, 1.125], interpolation="bilinear", align_corners=False)],
 }
 MERGES = ("mean", "gmean", "logit_mean")
+# logits -> probabilities: softmax for one label per image, a sigmoid per class for multi-label (its rows do
+# not sum to one; only the 'mean' merge keeps that)
+ACTIVATIONS = {"softmax": lambda z: z.softmax(-1), "sigmoid": torch.sigmoid}
 # what tta="auto" tries on OOF, cheapest first: a tie goes to fewer views
 CANDIDATES = ("none", "hflip", "flips", "multiscale", "d4")
 
@@ -65,50 +69,96 @@ def merge(probs: torch.Tensor, how: str = "mean") -> torch.Tensor:
 
 @torch.no_grad()
 def predict_batch(model: nn.Module, x: torch.Tensor, tta: str = "none", how: str = "mean",
-                  max_images: int | None = None) -> torch.Tensor:
+                  max_images: int | None = None, activation: str = "softmax") -> torch.Tensor:
     """(B, K) probabilities for one batch: views of equal size stacked, each forward at most max_images
     images (default B) and at most max_images input-sized images' pixels (a 1.125 view takes fewer)."""
     transformers = views(tta)
+    act = ACTIVATIONS[activation]
     if not transformers:
-        return model(x).float().softmax(-1)
+        return act(model(x).float())
     check_tta(tta, x.shape[-2], x.shape[-1])
     limit = max_images or len(x)
     by_shape = defaultdict(list)  # scale views change H, W: stack views of equal size together
     for i, t in enumerate(transformers):
-        v = t.augment_image(x)
-        by_shape[tuple(v.shape[-2:])].append((i, v))
+        by_shape[view_shape(t, x)].append(i)
     out = [None] * len(transformers)
     for (h, w), group in by_shape.items():
-        stacked = torch.cat([v for _, v in group])
         per_forward = max(1, min(limit, limit * x.shape[-2] * x.shape[-1] // (h * w)))
-        logits = torch.cat([model(c) for c in stacked.split(per_forward)])
-        for (i, _), p in zip(group, logits.float().softmax(-1).split(len(x))):
+        made = (transformers[i].augment_image(x) for i in group)  # each view made when a forward needs it
+        logits = torch.cat([model(c) for c in chunks(made, per_forward)])
+        for i, p in zip(group, act(logits.float()).split(len(x))):
             out[i] = transformers[i].deaugment_label(p)
     return merge(torch.stack(out), how)
 
 
+def view_shape(transformer, x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of a view of x, from one image: only a scale view changes it."""
+    return tuple(transformer.augment_image(x[:1]).shape[-2:])
+
+
+def chunks(tensors, size: int):
+    """The tensors' rows, concatenated in order, in chunks of `size` (the last one shorter): as
+    torch.cat(tensors).split(size), holding at most one chunk and one tensor at a time."""
+    pending, held = [], 0
+    for t in tensors:
+        while len(t):
+            part, t = t[:size - held], t[size - held:]
+            pending.append(part)
+            held += len(part)
+            if held == size:
+                yield pending[0] if len(pending) == 1 else torch.cat(pending)
+                pending, held = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else torch.cat(pending)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, tta: str = "none", how: str = "mean", device: str | torch.device = "cpu",
-            desc: str = "predict", dtype: torch.dtype | None = None) -> np.ndarray:
+            desc: str = "predict", dtype: torch.dtype | None = None, activation: str = "softmax") -> np.ndarray:
     """(N, K) probabilities for a loader, in loader order; dtype: autocast dtype (see kit.device.inference_dtype)."""
-    return predict_many(model, loader, (tta,), how, device, desc, dtype)[tta]
+    return predict_many(model, loader, (tta,), how, device, desc, dtype, activation)[tta]
 
 
 @torch.no_grad()
 def predict_many(model: nn.Module, loader, ttas, how: str = "mean", device: str | torch.device = "cpu",
-                 desc: str = "predict", dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
-    """{tta: (N, K) probabilities} from ONE pass over the loader: each batch is decoded once for all presets.
+                 desc: str = "predict", dtype: torch.dtype | None = None, activation: str = "softmax"
+                 ) -> dict[str, np.ndarray]:
+    """{tta: (N, K) probabilities} from ONE pass over the loader: each batch is decoded once for all presets."""
+    jobs = [Job(model, t, dtype, how=how, activation=activation) for t in ttas]
+    return dict(zip(ttas, predict_models(jobs, loader, device, f"{desc} tta={','.join(ttas)}")))
 
-    A forward never holds more images than the loader's batch: a batch that fits in memory bounds it.
+
+@dataclass
+class Job:
+    """One model's predictions in a shared pass: its TTA preset, autocast dtype (None: float32; see
+    kit.device.inference_dtype), activation, and which tensor of a batch of several (SharedDecodeDataset)
+    it reads."""
+    model: nn.Module
+    tta: str = "none"
+    dtype: torch.dtype | None = None
+    input: int = 0
+    how: str = "mean"
+    activation: str = "softmax"
+
+
+@torch.no_grad()
+def predict_models(jobs: list[Job], loader, device: str | torch.device = "cpu", desc: str = "predict"
+                   ) -> list[np.ndarray]:
+    """(N, K) probabilities per job, in loader order, from ONE pass over the loader: each batch is decoded
+    once and every model (each fold of each experiment) runs on it in memory.
+
+    A batch is (x, targets), or (a tuple of tensors, targets) with job.input choosing one. A forward never
+    holds more images than the loader's batch: a batch that fits in memory bounds it.
     """
-    model.eval()
     device = torch.device(device)
+    for job in jobs:
+        job.model.eval()
     max_images = getattr(loader, "batch_size", None)  # None (a batch sampler, a list): each batch's own size
-    chunks = {t: [] for t in ttas}
-    for x, _ in tqdm(loader, desc=f"{desc} tta={','.join(ttas)}", leave=False, mininterval=2,
-                     disable=headless()):
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            for t in ttas:
-                chunks[t].append(predict_batch(model, x, t, how, max_images).cpu())
-    return {t: torch.cat(c).numpy() for t, c in chunks.items()}
+    outs = [[] for _ in jobs]
+    for xs, _ in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=headless()):
+        xs = [x.to(device, non_blocking=True) for x in (xs if isinstance(xs, (tuple, list)) else [xs])]
+        for job, out in zip(jobs, outs):
+            with torch.autocast(device.type, dtype=job.dtype or torch.float32, enabled=job.dtype is not None):
+                out.append(predict_batch(job.model, xs[job.input], job.tta, job.how, max_images,
+                                         job.activation).cpu())
+    return [torch.cat(c).numpy() for c in outs]

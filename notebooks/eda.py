@@ -16,6 +16,7 @@ augment = "light"
 img_size = 32
 
 # %%
+# %matplotlib inline
 from kit import eda, plots
 from kit.augment import preview
 from kit.competition import load_competition

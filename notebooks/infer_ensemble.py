@@ -30,15 +30,19 @@ submission_kind = ""  # auto, label, probability; empty: auto (with blend_json: 
 name = "submission"
 out_dir = "submissions"
 device = "auto"
+batch_size = 128  # test images per batch, and per forward with the TTA views; lower it if the GPU runs out
+num_workers = -1  # processes decoding test images; -1: 0 on CPU, the cores per GPU (at most 8) on CUDA
 blend_json = ""  # a saved blend: predict the test set with it and nothing else
 
 # %%
-from kit import eda, plots
+# %matplotlib inline
+from kit import board, eda, explain, plots
 from kit.blendconfig import BlendConfig
 from kit.infer import blend_and_submit
 
 config = BlendConfig(method, metric, space, power, rounds, fit_metric)
-done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind)
+done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind,
+                        batch_size, num_workers)
 report = done.report  # None with blend_json: no OOF to report on
 print(f"{len(done.comp.test)} test images")
 
@@ -67,8 +71,41 @@ if report:
 eda.per_class_accuracy(report.y, report.oof_probs, report.classes) if report else None
 
 # %% [markdown]
+# ## Where the blend goes wrong
+#
+# The OOF images the blend was surest of and got wrong (a mislabelled image or two classes the
+# models confuse show here first), then Grad-CAM maps for the first few from the best experiment:
+# where the fold model that held each image out found the class the blend predicted, and the true one.
+
+# %%
+errors = None
+if report and report.y.ndim == 1:  # one label per image
+    errors = explain.confident_errors(explain.oof_rows(done.comp, runs_dir), report.y, report.oof_probs,
+                                      report.classes, n=16)
+    if len(errors):
+        plots.error_grid(errors);
+errors
+
+# %%
+if errors is not None and len(errors):
+    best = explain.best_experiment(report.scores, metric)
+    print(f"Grad-CAM of {best}, the best experiment on OOF {metric}")
+    plots.cam_grid(errors.head(4), explain.class_activation_maps(errors.head(4), runs_dir, best, device));
+
+# %% [markdown]
 # ## Submission
 
 # %%
 print(f"wrote {done.path} and {done.blend_path.name}")
 done.submission.head()
+
+# %% [markdown]
+# ## Experiments compared
+#
+# Every experiment under `runs_dir`: folds done, OOF score per TTA, best epoch and time per fold,
+# weight in the newest blend; then the training parameters that differ between them.
+
+# %%
+if report:
+    display(board.board(runs_dir, submissions=out_dir))
+board.differing_params(runs_dir) if report else None

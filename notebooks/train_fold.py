@@ -14,6 +14,7 @@ data_dir = 'data'  # the folder that holds the competitions
 runs_dir = 'runs'  # the folder that holds the experiments' run folders
 id_col = ''  # train.csv's id column; empty: auto-detect (id, image_id, filename...)
 label_col = ''  # train.csv's label column; empty: auto-detect (label, target, class...)
+task = 'auto'  # what is predicted; auto: from train.csv and sample_submission.csv (one label, a label list or 0/1 columns per class, a numeric grade with an ordinal metric); choices: auto, multiclass, binary, multilabel, ordinal, regression
 on_bad_image = 'error'  # unreadable images: error stops with their list, skip leaves them out; choices: error, skip
 model = 'test_efficientnet'  # any timm name, or a preset effnet_b0..effnet_b7 (Noisy Student weights at native 224..600 px; B6 is 528 px)
 pretrained = False  # pretrained weights from the timm/Hugging Face cache
@@ -52,6 +53,7 @@ image_cache = True  # keep each decoded image as a .npy under runs_dir/.image_ca
 threads = 0  # torch intra-op threads, 0: the torch default; at least 0
 
 # %%
+# %matplotlib inline
 from kit.config import TrainConfig
 from kit.plots import curves
 from kit.train import fit_fold

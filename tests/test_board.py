@@ -112,7 +112,10 @@ def test_a_fold_trained_with_other_parameters_is_noted(tiny_comp):
     fake_fold(tiny_comp, "a", 0, {"lr": 1e-3})
     fake_fold(tiny_comp, "a", 1, {"lr": 1e-3, "threads": 3})  # runtime only: not noted
     fake_fold(tiny_comp, "a", 2, {"lr": 5e-3})
-    assert row(board(), "a")["notes"] == ["fold2 was trained with other parameters than fold0 (lr: 0.001 -> 0.005)"]
+    notes = row(board(), "a")["notes"]
+    assert notes[0] == "fold2 was trained with other parameters than fold0 (lr: 0.001 -> 0.005)"
+    # and the blender's own refusal of the mixed experiment is why it has no OOF score
+    assert len(notes) == 2 and notes[1].startswith("no OOF score: experiment 'a'") and "mixes trainings" in notes[1]
 
 
 def test_oof_left_by_an_earlier_checkpoint_is_a_note_not_a_score(tiny_comp):

@@ -110,6 +110,27 @@ def test_missing_fold_is_named(tmp_path, folds):
         load_oof(tmp_path, "part", folds)
 
 
+def test_an_experiment_whose_folds_were_trained_differently_is_refused_naming_the_parameters(tmp_path, folds):
+    """run-folds --folds 1 --force -p lr=0.001 in an experiment trained at lr 0.003: two models under one name."""
+    write_oof(tmp_path, "b0", folds, folds_hash(folds))
+
+    def trained(k, **changed):  # a fold's config.json: runtime-only fields differ per fold and do not count
+        cfg = {"kit_version": kit.__version__, "exp": "b0", "fold": k, "model": "test_resnet", "lr": 0.003,
+               "epochs": 5, "threads": k, "device": ["cpu", "cuda"][k % 2], "resume": k != 1, **changed}
+        (tmp_path / "b0" / f"fold{k}" / "config.json").write_text(json.dumps(cfg))
+
+    for k in range(3):
+        trained(k)
+    assert load_oof(tmp_path, "b0", folds).probs.shape == (12, 2)  # one training, run in several ways
+    trained(1, lr=0.001)
+    with pytest.raises(KitError, match=r"'b0' .*mixes trainings.*fold\(s\) 0,2: lr=0.003; fold\(s\) 1: lr=0.001\)"):
+        load_oof(tmp_path, "b0", folds)
+    trained(1)
+    trained(0, epochs=8, model="test_efficientnet")
+    with pytest.raises(KitError, match=r"fold\(s\) 0: epochs=8, model='test_efficientnet'; fold\(s\) 1,2: epochs=5"):
+        load_best_tta(tmp_path, "b0", folds)  # the blender's loader too
+
+
 @pytest.mark.parametrize("space,metric", [("prob", "log_loss"), ("logit", "log_loss"), ("power", "log_loss"),
                                           ("rank", "roc_auc_ovr")])
 def test_blend_spaces_give_distributions_and_ignore_noise(space, metric):
@@ -265,3 +286,50 @@ def test_slsqp_fits_log_loss_only():
     with pytest.raises(KitError, match="method='slsqp' minimizes log loss.*fit_metric='accuracy'"):
         BlendConfig("slsqp", "accuracy", fit_metric="accuracy")
     assert fit_blend_weights(preds, y, BlendConfig("slsqp", "accuracy")).sum() == pytest.approx(1)
+
+
+def caruana_by_the_book(preds, y, config):
+    """Caruana's selection as the paper states it: every trial blended from scratch (float64) and scored."""
+    from kit.ensemble import from_space, to_space
+    from kit.metrics import score
+
+    zs = [to_space(p / (p.sum(1, keepdims=True) if config.space == "prob" else 1), config.space, config.power)
+          for p in preds]
+
+    def key(chosen):
+        z = np.mean([zs[i] for i in chosen], axis=0)
+        p = z if config.space == "prob" else from_space(z, config.space, config.power)
+        ll = score("log_loss", y, p)
+        return ll if config.objective == "log_loss" else score(config.objective, y, p), ll
+
+    chosen, best = [], None
+    for _ in range(config.rounds):
+        keys = [key(chosen + [j]) for j in range(len(zs))]
+        chosen.append(max(range(len(zs)), key=keys.__getitem__))
+        if best is None or keys[chosen[-1]] > best[0]:
+            best = keys[chosen[-1]], np.bincount(chosen, minlength=len(zs))
+    return best[1] / best[1].sum()
+
+
+@pytest.mark.parametrize("config", [BlendConfig("caruana", "accuracy"), BlendConfig("caruana", "accuracy", rounds=30,
+                                                                                        fit_metric="accuracy"),
+                                    BlendConfig("caruana", "log_loss", "logit"),
+                                    BlendConfig("caruana", "macro_f1", rounds=8, fit_metric="macro_f1"),
+                                    BlendConfig("caruana", "accuracy", "power", 3.0, rounds=20)])
+def test_caruana_chooses_the_weights_of_the_textbook_selection(config):
+    """The fast selection (running sums; in probability space log loss from the true class only and the
+    argmax recomputed only where one more model can change it) picks what blending every trial from
+    scratch picks; seeded cases with a duplicate model (ties) and a noise model."""
+    blended = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        y, k = rng.integers(0, 4, 400), 4
+        preds = []
+        for strength in rng.uniform(1, 2, 4):
+            z = rng.normal(size=(400, k)) + strength * np.eye(k)[y]
+            preds.append(np.exp(z) / np.exp(z).sum(1, keepdims=True))
+        preds += [preds[0].copy(), rng.dirichlet(np.ones(k), 400)]
+        expected = caruana_by_the_book(preds, y, config)
+        assert np.array_equal(fit_blend_weights(preds, y, config), expected), (seed, expected)
+        blended += len(np.flatnonzero(expected)) > 1
+    assert blended >= 2  # blends, not one model: the rounds after the first count

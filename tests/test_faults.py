@@ -56,7 +56,7 @@ def test_skipping_unreadable_images_keeps_the_oof_contract(tiny_comp):
     assert len(oof) == (pd.read_csv(folds_path(tiny_comp))["fold"] == 0).sum()
 
 
-def test_multilabel_strings_are_refused(project):
+def test_multilabel_strings_are_detected(project):
     from PIL import Image
 
     root = project / "data" / "ml"
@@ -65,8 +65,9 @@ def test_multilabel_strings_are_refused(project):
         Image.new("RGB", (4, 4)).save(root / "train" / f"{i}.png")
     pd.DataFrame({"id": ["0", "1", "2", "3"], "label": ["cat", "dog", "cat dog", "dog"]}).to_csv(root / "train.csv",
                                                                                                  index=False)
-    with pytest.raises(KitError, match=r"looks multi-label \(e.g. 'cat dog'"):
-        load_competition("ml")
+    comp = load_competition("ml")  # once refused; now a multi-label task (tests/test_tasks.py)
+    assert comp.task == "multilabel" and comp.classes == ["cat", "dog"]
+    assert comp.targets.tolist() == [[1, 0], [0, 1], [1, 1], [0, 1]]
 
 
 def test_sample_submission_classes_never_seen_in_train(tiny_comp):

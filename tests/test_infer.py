@@ -22,22 +22,22 @@ from kit.rundir import checkpoint_hash, oof_frame, oof_name
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def save_model(fold_path, classes, seed):
+def save_model(fold_path, classes, seed, size=16):
     """A best.pt as fit_fold writes it, of an untrained test_resnet: seed picks the weights."""
     torch.manual_seed(seed)
     model = create_model("test_resnet", len(classes))
-    save_torch({"model": model.state_dict(), "classes": classes, "timm_name": "test_resnet", "img_size": 16,
+    save_torch({"model": model.state_dict(), "classes": classes, "timm_name": "test_resnet", "img_size": size,
                 "epoch": 1, "score": 0.0}, fold_path / "best.pt")
     return checkpoint_hash(fold_path / "best.pt")
 
 
-def fake_fold(fold_path, classes, seed=0, kit_version=kit.__version__):
+def fake_fold(fold_path, classes, seed=0, kit_version=kit.__version__, size=16, mean=0.5, amp="off"):
     """A trained fold's folder as infer reads it (best.pt + config.json), without the training."""
     fold_path.mkdir(parents=True, exist_ok=True)
-    write_json({"exp": fold_path.parent.name, "fold": int(fold_path.name.removeprefix("fold")), "mean": [0.5] * 3,
-                "std": [0.25] * 3, "channels_last": False, "amp_resolved": "off", "kit_version": kit_version},
+    write_json({"exp": fold_path.parent.name, "fold": int(fold_path.name.removeprefix("fold")), "mean": [mean] * 3,
+                "std": [0.25] * 3, "channels_last": False, "amp_resolved": amp, "kit_version": kit_version},
                fold_path / "config.json")
-    return save_model(fold_path, classes, seed)
+    return save_model(fold_path, classes, seed, size)
 
 
 def fake_experiment(runs, exp, folds, classes, oofs, seed=0):
@@ -283,3 +283,151 @@ def test_the_cli_and_the_infer_notebook_write_the_same_submission_and_blend(tiny
     assert 0 < cli["experiments"][0]["weight"] < 1  # both experiments in it: the weights and the space matter
     files = [(project / "submissions" / f"{n}.csv").read_bytes() for n in ("cli", "nb", "again")]
     assert files[0] == files[1] == files[2]
+
+
+def two_experiments_of_three_folds(project, classes):
+    """(fold folder, tta, '') for 'a' (16 px, d4) and 'b' (24 px, another normalization, bf16, flips)."""
+    folds = []
+    for exp, size, mean, amp, tta in (("a", 16, 0.5, "off", "d4"), ("b", 24, 0.4, "bfloat16", "flips")):
+        for k in range(3):
+            fake_fold(project / "runs" / exp / f"fold{k}", classes, seed=k + 10 * len(folds), size=size, mean=mean,
+                      amp=amp)
+            folds.append((project / "runs" / exp / f"fold{k}", tta, ""))
+    return folds
+
+
+def predicted_the_old_way(fold_path, comp, tta):
+    """One fold alone, its own decode of the test set: what infer did before the shared pass."""
+    from kit.augment import eval_transform
+    from kit.data import ImageDataset, make_loader
+    from kit.device import inference_dtype
+    from kit.rundir import load_best, read_config
+    from kit.tta import predict_batch
+
+    cfg, ckpt = read_config(fold_path), load_best(fold_path)
+    model = create_model(ckpt["timm_name"], len(ckpt["classes"])).eval()
+    model.load_state_dict(ckpt["model"])
+    ds = ImageDataset(comp.test["path"], None, eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]),
+                      ckpt["img_size"])
+    dtype = inference_dtype(cfg["amp_resolved"], "cpu")
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        return torch.cat([predict_batch(model, x, tta) for x, _ in make_loader(ds, 6, False)]).numpy()
+
+
+def counting_decodes(monkeypatch):
+    """{path: times read_image decoded it}, for every decode a dataset makes from now on."""
+    import kit.data
+
+    counts, real = {}, kit.data.read_image
+
+    def read_image(path, min_side=0):
+        counts[path] = counts.get(path, 0) + 1
+        return real(path, min_side)
+
+    monkeypatch.setattr(kit.data, "read_image", read_image)
+    return counts
+
+
+def test_every_fold_of_every_experiment_runs_on_one_decode_of_each_test_image(tiny_comp, project, monkeypatch):
+    """2 experiments x 3 folds, each experiment with its own size, normalization, precision and TTA: one pass
+    decodes each test image once, and each fold predicts what it predicted alone."""
+    import dataclasses
+
+    import kit.infer
+    from kit.infer import predict_folds
+
+    comp = dataclasses.replace(tiny_comp, test=tiny_comp.test.head(10))  # 10 images: 2 batches of 6
+    folds = two_experiments_of_three_folds(project, classes_of(comp))
+    decodes = counting_decodes(monkeypatch)
+    probs = predict_folds(comp, folds, "cpu", batch_size=6)
+    assert sorted(decodes) == sorted(comp.test["path"]) and set(decodes.values()) == {1}
+    for (path, tta, _), p in zip(folds, probs):
+        assert np.allclose(p, predicted_the_old_way(path, comp, tta), atol=1e-6), path
+    assert len({p.round(4).tobytes() for p in probs}) == 6  # six different models, each with its own answer
+    # cached folds are read, not predicted: only the retrained one is loaded and run, on one more decode
+    save_model(folds[4][0], classes_of(comp), seed=99, size=24)
+    loaded, real = [], kit.infer.load_fold
+    monkeypatch.setattr(kit.infer, "load_fold", lambda path, *a: loaded.append(path) or real(path, *a))
+    decodes.clear()
+    again = predict_folds(comp, folds, "cpu", batch_size=6)
+    assert loaded == [folds[4][0]] and set(decodes.values()) == {1}
+    assert all(np.array_equal(a, b) for k, (a, b) in enumerate(zip(again, probs)) if k != 4)
+    assert np.allclose(again[4], predicted_the_old_way(folds[4][0], comp, "flips"), atol=1e-6)
+
+
+def test_a_large_jpeg_is_decoded_once_per_scale_its_sizes_need(tmp_path, monkeypatch):
+    """Models at 16 and 100 px: a 256 px JPEG decodes at 1/8 for the first (min side 32) and in full for the
+    second, as each read it in training; a small one once for both."""
+    from PIL import Image
+
+    from kit.data import decode_once, read_image
+
+    for side in (256, 40):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), np.uint8)).save(
+            tmp_path / f"{side}.jpg")
+    decodes = counting_decodes(monkeypatch)
+    big, small = decode_once(str(tmp_path / "256.jpg"), [200, 32]), decode_once(str(tmp_path / "40.jpg"), [200, 32])
+    assert decodes == {str(tmp_path / "256.jpg"): 2, str(tmp_path / "40.jpg"): 1}
+    assert big[32].shape == (32, 32, 3) and big[200].shape == (256, 256, 3)
+    for side in (200, 32):
+        assert np.array_equal(big[side], read_image(str(tmp_path / "256.jpg"), side))
+        assert np.array_equal(small[side], read_image(str(tmp_path / "40.jpg"), side))
+
+
+
+def test_the_run_time_estimate_is_loading_plus_the_timed_time_per_image_times_the_test_size(tiny_comp, project,
+                                                                                             monkeypatch):
+    """A clock that advances 1 s per fold model loaded and 0.01 s per image and model predicted: the estimate for
+    10,000 images is the 5 used folds' loading plus 10,000 x 5 x 0.01 s; the warm-up pass is not timed, the
+    zero-weight experiment not loaded, and no test cache is read or written."""
+    import argparse
+
+    import kit.infer
+    from kit.cli import run_time_line
+    from kit.infer import estimate_seconds
+
+    folds = two_experiments_of_three_folds(project, classes_of(tiny_comp))
+    spec = {"classes": classes_of(tiny_comp), "experiments": [
+        {"name": "a", "tta": "d4", "weight": 0.7, "n_folds": 3}, {"name": "b", "tta": "flips", "weight": 0.3,
+                                                                   "n_folds": 2},
+        {"name": "c", "tta": "none", "weight": 0.0, "n_folds": 3}]}  # not trained: never loaded
+    now = [0.0]
+    real_load = kit.infer.load_fold
+
+    def load_fold(*args):
+        now[0] += 1
+        return real_load(*args)
+
+    def predict_images(models, paths, *args):  # the pass's time, not its work: the clock is what is tested
+        now[0] += 0.01 * len(models) * len(paths)
+        return []
+
+    paths = tiny_comp.test["path"].tolist()[:8]
+    with monkeypatch.context() as m:
+        m.setattr(kit.infer.time, "perf_counter", lambda: now[0])
+        m.setattr(kit.infer, "load_fold", load_fold)
+        m.setattr(kit.infer, "predict_images", predict_images)
+        seconds = estimate_seconds(spec, paths, 10_000, device="cpu", batch_size=4)
+    assert seconds == pytest.approx(5 + 10_000 * 5 * 0.01)
+    assert len(folds) == 6 and not list((project / "runs").glob("*/fold*/test_*.csv"))
+    # what `kit package --comp demo` prints, from the local test set of the competition
+    one_fold = {**spec, "experiments": [{"name": "a", "tta": "none", "weight": 1.0, "n_folds": 1}]}
+    blend_json = write_json({**one_fold, "config": BlendConfig().to_dict()}, project / "b.blend.json")
+    a = argparse.Namespace(blend_json=str(blend_json), kaggle_comp="demo", data_dir="data", runs_dir="runs")
+    assert re.fullmatch(rf"estimated inference time: \d+\.\d min for {len(tiny_comp.test)} test images, timed here "
+                        r"on cpu \(.*\)", run_time_line(a))
+    assert run_time_line(argparse.Namespace(**{**vars(a), "kaggle_comp": "nowhere"})).startswith(
+        "no run-time estimate: competition 'nowhere' not found")
+
+
+def test_batch_size_and_workers_reach_the_test_loader_from_kit_blend(tiny_comp, project, monkeypatch, capsys):
+    import kit.infer
+
+    two_experiments(tiny_comp, project)
+    loaders, real = [], kit.infer.make_loader
+    monkeypatch.setattr(kit.infer, "make_loader", lambda ds, *a: loaders.append(a) or real(ds, *a))
+    assert main(["blend", "--exps", "m,n", "--device", "cpu", "--batch-size", "7", "--num-workers", "1"]) == 0
+    assert loaders == [(7, False, 1)]  # one pass for the 6 folds of both experiments
+    capsys.readouterr()
+    assert main(["blend", "--exps", "m,n", "--device", "cpu", "--batch-size", "0"]) == 2
+    assert "batch_size=0: test images per batch, a positive integer" in capsys.readouterr().err

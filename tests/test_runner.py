@@ -73,7 +73,8 @@ def test_two_folds_run_at_once_in_two_processes(tiny_comp, project):
 
 @pytest.mark.slow
 def test_a_failing_fold_leaves_the_other_complete_and_exits_nonzero(tiny_comp, project, tmp_path, capsys):
-    nb = NOTEBOOK.read_text().replace("# %%\nfrom kit.config", '# %%\nassert fold != 1, "boom in fold 1"\n\n# %%\nfrom kit.config', 1)
+    nb = NOTEBOOK.read_text().replace("\n# %%\n", '\n# %%\nassert fold != 1, "boom in fold 1"\n\n# %%\n', 1)
+    assert "boom in fold 1" in nb  # a cell of its own, after the parameters
     bad = tmp_path / "notebooks" / "train_fold.py"
     bad.write_text(nb)
     code = main(["run-folds", "--exp", "f", "--folds", "0,1", "--notebook", str(bad), "--jobs", "2", "--stagger", "0",
@@ -116,17 +117,21 @@ def test_rerun_skips_finished_folds_and_resumes_a_killed_one(tiny_comp, project)
 def test_ray_backend_writes_the_same_files_as_local(tiny_comp, project):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tables = []
     try:
-        summary = run_folds("ray", [0, 1], TINY, NOTEBOOK, backend="ray", threads=1)
+        summary = run_folds("ray", [0, 1], TINY, NOTEBOOK, backend="ray", threads=1, on_status=tables.append)
     finally:
         ray.shutdown()
     assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
+    assert tables[-1][["state", "epoch"]].values.tolist() == [["done", "1/1"], ["done", "1/1"]]  # the local table
+    assert any("running" in t["state"].tolist() for t in tables)
     run_folds("loc", [0], TINY, NOTEBOOK)
     local = {p.name for p in folder(project, "loc", 0).iterdir()}
     for k in (0, 1):
         ray_files = {p.name for p in folder(project, "ray", k).iterdir()}
-        assert local - {"run.log", "job.json"} <= ray_files  # the worker log is the local backend's own
+        assert local <= ray_files  # run.log and job.json included
         assert is_complete(folder(project, "ray", k))
+        assert "epoch 1/1" in (folder(project, "ray", k) / "run.log").read_text()  # the live log, as locally
 
 
 def test_kernel_that_cannot_start_is_reported_before_any_fold(tiny_comp, project, monkeypatch, tmp_path):
@@ -149,6 +154,70 @@ def test_a_worker_process_imports_no_torch():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_gpus_auto_without_a_gpu_says_so_before_any_fold(tiny_comp, project, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(KitError, match=r"--gpus auto: torch sees no CUDA GPU.*leave --gpus out to train on the CPU"):
+        run_folds("g", [0], TINY, NOTEBOOK, gpus="auto")
+    assert not (project / "runs" / "g").exists()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert kit.runner.gpu_slots("auto") == ["0", "1"] and kit.runner.gpu_slots("1, 3") == ["1", "3"]
+
+
+def test_status_table_shows_epoch_of_all_best_score_and_eta_from_the_history(tmp_path):
+    def job(k, **params):
+        return kit.runner.Job(f"e/fold{k}", k, "nb.py", str(tmp_path / f"fold{k}" / "train_fold.ipynb"),
+                              {"epochs": 5, "metric": "accuracy", **params}, str(tmp_path))
+
+    todo = [job(0), job(1, metric="log_loss"), job(2), job(3)]
+    history = pd.DataFrame({"epoch": [1, 2], "val_loss": [0.9, 0.7], "seconds": [10.0, 20.0]})
+    for k, col, values in [(0, "val_accuracy", [0.5, 0.4]), (1, "val_log_loss", [0.9, 0.7]), (2, "val_accuracy", [.8, .9])]:
+        (tmp_path / f"fold{k}").mkdir()
+        history.assign(**{col: values}).to_csv(tmp_path / f"fold{k}" / "history.csv", index=False)
+    done = {2: kit.runner.JobResult("e/fold2", "done", 31.6, "")}
+    now = time.time()
+    table = kit.runner.status_table(todo, done, {0: now - 40, 1: now - 40, 2: now - 70}).set_index("fold")
+    assert table["state"].tolist() == ["running", "running", "done", "queued"]
+    assert table["epoch"].tolist() == ["2/5", "2/5", "2/5", ""]
+    assert table["best"].tolist() == [0.5, 0.7, 0.9, ""]  # the best of each metric's direction, not the last
+    assert table.loc[0, "eta_s"] == 45 and table.loc[2, "eta_s"] == ""  # 3 epochs left at 15 s; none when done
+    assert table.loc[2, "elapsed_s"] == 32 and table.loc[3, "elapsed_s"] == ""
+
+
+PROBE = """# %% tags=["parameters"]
+exp = "p"
+fold = 0
+runs_dir = "runs"
+
+# %%
+import json, os
+seen = [name for name in ("leak", "cfg") if name in globals()]
+leak = fold
+with open(os.path.join(os.environ["KIT_ROOT"], runs_dir, exp, f"fold{fold}", "probe.json"), "w") as f:
+    json.dump({"pid": os.getpid(), "seen": seen, "lock": os.environ.get("KIT_FOLD_LOCK")}, f)
+assert fold != 1, "boom in fold 1"
+"""
+
+
+def test_a_slot_runs_its_folds_on_one_kernel_reset_between_them_and_a_new_one_after_a_failure(project, tmp_path):
+    """What saves a kernel start and torch's import per fold must not let one fold's notebook see another's."""
+    nb = tmp_path / "probe.py"
+    nb.write_text(PROBE)
+    summary = run_folds("p", [0, 1, 2, 3], {}, nb, jobs=1, stagger=0)
+    assert summary["status"].tolist() == ["done", "failed", "done", "done"] and "boom in fold 1" in summary["error"][1]
+    probes = [json.loads((folder(project, "p", k) / "probe.json").read_text()) for k in range(4)]
+    pids = [p["pid"] for p in probes]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]  # a new kernel after the failure
+    assert [p["seen"] for p in probes] == [[]] * 4  # each notebook starts on an empty namespace
+    assert [p["lock"] for p in probes] == [str(folder(project, "p", k).resolve() / ".lock") for k in range(4)]
+    for k in range(4):
+        executed = json.loads((folder(project, "p", k) / "train_fold.ipynb").read_text())
+        assert [c["execution_count"] for c in executed["cells"] if c["cell_type"] == "code"][:2] == [1, 2]
+        assert (folder(project, "p", k) / "run.log").read_text().count("Executing notebook") == 1  # its own log
+    assert not processes_left(project)
 
 
 def test_unknown_backend_and_parameter_fail_before_any_fold(tiny_comp, project):
@@ -196,7 +265,9 @@ def test_a_fold_held_by_another_run_is_reported_busy_and_released_when_its_holde
 
 @pytest.mark.slow
 def test_finished_fold_rerun_with_other_parameters_says_which_and_force_retrains(tiny_comp, project, capsys):
-    run_folds("d", [0], TINY, NOTEBOOK)
+    summary = run_folds("d", [0, 1], TINY, NOTEBOOK, jobs=1, stagger=0)  # fold 1 on fold 0's kernel, reset
+    assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
+    assert "epoch 1/1" in (folder(project, "d", 1) / "run.log").read_text()
     same = run_folds("d", [0], {**TINY, "device": "cpu", "threads": 1}, NOTEBOOK)  # speed only: still the same run
     assert same["status"].tolist() == ["skipped"]
     code = main(["run-folds", "--exp", "d", "--folds", "0", "--notebook", str(NOTEBOOK),
@@ -206,8 +277,13 @@ def test_finished_fold_rerun_with_other_parameters_says_which_and_force_retrains
     assert "model 'test_resnet' -> 'test_efficientnet'" in err and "lr 0.003 -> 0.01" in err and "--force" in err
     assert json.loads((folder(project, "d", 0) / "config.json").read_text())["model"] == "test_resnet"
 
+    # fold 0 retrained with other parameters: fold 1, trained with the old ones, is reported (issue 15)
     assert main(["run-folds", "--exp", "d", "--folds", "0", "--notebook", str(NOTEBOOK), "--force",
-                 *cli_flags({**TINY, "model": "test_efficientnet", "lr": 0.01})]) == 0
+                 *cli_flags({**TINY, "model": "test_efficientnet", "lr": 0.01})]) == 1
+    out, err = capsys.readouterr()
+    assert re.search(r"d/fold0 +done", out) and re.search(r"d/fold1 +stale", out)
+    assert "fold1 was trained with other parameters than this run's folds 0" in err
+    assert "model 'test_resnet' -> 'test_efficientnet'" in err and "kit blend refuses it" in err
     d = folder(project, "d", 0)
     assert json.loads((d / "config.json").read_text())["model"] == "test_efficientnet"
     executed = json.loads((d / "train_fold.ipynb").read_text())

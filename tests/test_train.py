@@ -68,8 +68,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monke
     for key in ("model", "ema") if "ema_decay" in extra else ("model",):
         a, b = weights(runs / "straight/fold0/last.pt", key), weights(runs / "resumed/fold0/last.pt", key)
         assert all(torch.equal(a[k], b[k]) for k in a), key
+    # both files parsed alike: pandas < 3 parses a float to within 1 ulp of what was written, not round-trip
     assert pd.read_csv(runs / "straight/fold0/history.csv").drop(columns="seconds").equals(
-        r.history.drop(columns="seconds"))
+        pd.read_csv(runs / "resumed/fold0/history.csv").drop(columns="seconds"))
 
 
 def test_ema_weights_differ_from_raw_and_are_what_is_saved(tiny_comp, monkeypatch):

@@ -171,3 +171,40 @@ def test_views_really_differ_and_chunking_changes_nothing(tta):
     net = Net().eval()
     with torch.no_grad():
         assert torch.allclose(predict_batch(net, x, tta, max_images=1), predict_batch(net, x, tta), atol=1e-6)
+
+
+def test_views_are_made_as_the_forwards_need_them(monkeypatch):
+    """d4 on a batch of 4, forwards of 4: each view is made when its forward comes, never all 8 first (8 times
+    the batch in memory, the input of a 1024-image forward at batch 128)."""
+    import kit.tta
+
+    made, seen = [], []
+    real = kit.tta.views
+
+    def counted_views(tta):
+        out = real(tta)
+        for t in out:
+            def augment(x, make=t.augment_image):
+                made.extend([len(x)] if len(x) > 1 else [])  # a one-image probe of the view's size is not a view
+                return make(x)
+            t.augment_image = augment
+        return out
+
+    monkeypatch.setattr(kit.tta, "views", counted_views)
+    model = Recorder().eval()
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(made)))
+    with torch.no_grad():
+        predict_batch(model, torch.randn(4, 3, 16, 16), "d4")
+    assert seen == list(range(1, 9)) and made == [4] * 8
+
+
+def test_chunks_are_the_concatenation_split():
+    from kit.tta import chunks
+
+    torch.manual_seed(0)
+    for sizes, size in [([4, 4, 4], 4), ([3, 5, 2], 4), ([7], 3), ([1, 1, 1], 2), ([2, 9, 1], 16)]:
+        parts = [torch.randn(n, 2) for n in sizes]
+        expected = torch.cat(parts).split(size)
+        got = list(chunks(iter(parts), size))
+        assert [len(c) for c in got] == [len(c) for c in expected]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))

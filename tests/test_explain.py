@@ -1,0 +1,124 @@
+"""Error analysis (kit.explain, kit.plots.error_grid/cam_grid): the surest wrong OOF predictions, the best
+experiment, and Grad-CAM maps from the fold that held each image out, on tiny timm models."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+
+import kit.explain
+from kit import KitError, plots
+from kit.explain import (best_experiment, class_activation_maps, confident_errors, load_fold_model, oof_rows,
+                         target_layer)
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_confident_errors_are_the_wrong_ones_surest_first():
+    rows = pd.DataFrame({"id": list("pqrst"), "fold": [0, 1, 0, 1, 0], "path": list("PQRST")})
+    y = np.array([0, 1, 2, 0, 1])
+    probs = np.array([[0.9, 0.1, 0.0],  # right, and surer than any wrong one
+                      [0.6, 0.3, 0.1],  # wrong: a at 0.6
+                      [0.1, 0.1, 0.8],  # right
+                      [0.1, 0.2, 0.7],  # wrong: c at 0.7
+                      [0.5, 0.45, 0.05]])  # wrong: a at 0.5
+    errors = confident_errors(rows, y, probs, CLASSES, n=2)
+    assert errors["id"].tolist() == ["s", "q"]  # n of them, by the wrong class's probability
+    assert errors[["fold", "path", "true", "predicted"]].values.tolist() == [[1, "S", "a", "c"], [1, "Q", "b", "a"]]
+    assert errors["probability"].tolist() == [0.7, 0.6] and errors["p_true"].tolist() == [0.1, 0.3]
+    assert confident_errors(rows, y, probs, CLASSES)["id"].tolist() == ["s", "q", "t"]
+
+
+def test_confident_errors_refuses_rows_that_do_not_line_up_and_multilabel_targets():
+    rows = pd.DataFrame({"id": ["p"], "fold": [0], "path": ["P"]})
+    with pytest.raises(KitError, match="do not line up"):
+        confident_errors(rows, np.array([0, 1]), np.full((2, 3), 1 / 3), CLASSES)
+    with pytest.raises(KitError, match="one label per image"):
+        confident_errors(rows, np.array([[0, 1, 1]]), np.full((1, 3), 0.5), CLASSES)
+
+
+def test_best_experiment_follows_the_metric_direction():
+    scores = pd.DataFrame({"experiment": ["x", "y"], "oof_accuracy": [0.8, 0.9], "oof_log_loss": [0.3, 0.5]})
+    assert best_experiment(scores, "accuracy") == "y"
+    assert best_experiment(scores, "log_loss") == "x"  # lower is better
+
+
+def test_oof_rows_are_in_folds_csv_order_with_each_image_path(tiny_comp):
+    from kit.folds import folds_path, read_folds
+
+    rows = oof_rows(tiny_comp)
+    folds = read_folds(folds_path(tiny_comp))
+    assert rows["id"].tolist() == folds["id"].tolist() and rows["fold"].tolist() == folds["fold"].tolist()
+    paths = dict(zip(tiny_comp.train["id"], tiny_comp.train["path"]))
+    assert rows["path"].tolist() == [paths[i] for i in rows["id"]]
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit", "test_mambaout"])
+def test_grad_cam_maps_convolutional_and_token_models(name):
+    """test_vit pools its class token: the last block's patch outputs get no gradient, an all-zero map unless the
+    block's input norm is used; its tokens and test_mambaout's (N, H, W, C) must be laid out as (N, C, H, W)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3).eval()
+    layer, as_map = target_layer(model)
+    seen = []
+    layer.register_forward_hook(lambda module, args, out: seen.append(out))
+    model(torch.randn(1, 3, 64, 64))
+    side = 64 // model.feature_info[-1]["reduction"]
+    assert as_map(seen[0]).shape == (1, model.feature_info[-1]["num_chs"], side, side)
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=as_map) as cam:
+        heat = cam(input_tensor=torch.randn(1, 3, 64, 64), targets=[ClassifierOutputTarget(1)])
+    assert heat.shape == (1, 64, 64) and heat.max() > 0.5 and heat.std() > 0.01
+
+
+@pytest.fixture
+def trained_fold(tiny_comp):
+    """Fold 0 of the tiny competition, one epoch of test_resnet at 64 px."""
+    from kit.config import TrainConfig
+    from kit.train import fit_fold
+
+    fit_fold(TrainConfig(exp="e", fold=0, model="test_resnet", img_size=64, epochs=1, tta="none", batch_size=50))
+    return tiny_comp
+
+
+def test_cam_of_each_error_comes_from_the_fold_that_held_it_out(trained_fold, monkeypatch):
+    import albumentations as A
+    from pytorch_grad_cam.utils import model_targets
+
+    from kit.data import read_image
+
+    rows = oof_rows(trained_fold)
+    rows = pd.concat([rows[rows["fold"] == 0].head(2), rows[rows["fold"] == 1].head(1)], ignore_index=True)
+    errors = rows.assign(true=["0", "1", "2"], predicted=["1", "2", "0"], probability=0.9, p_true=0.05)
+    loaded, targets = [], []
+
+    def spy(folder, device):  # only fold 0 was trained: it stands in for fold 1
+        loaded.append(folder.name)
+        return load_fold_model(folder.with_name("fold0"), device)
+
+    class Target(model_targets.ClassifierOutputTarget):
+        def __init__(self, category):
+            targets.append(category)
+            super().__init__(category)
+
+    monkeypatch.setattr(kit.explain, "load_fold_model", spy)
+    monkeypatch.setattr(model_targets, "ClassifierOutputTarget", Target)
+    maps = class_activation_maps(errors, "runs", "e", device="cpu")
+    assert loaded == ["fold0", "fold1"]  # each row's own fold, loaded once
+    classes = [str(c) for c in trained_fold.classes]
+    assert targets == [classes.index(c) for pair in zip(errors["predicted"], errors["true"]) for c in pair]
+    assert len(maps) == 3
+    for path, (image, predicted, true) in zip(errors["path"], maps):
+        assert np.array_equal(image, A.Resize(64, 64)(image=read_image(path))["image"])  # as the model saw it
+        assert predicted.shape == true.shape == (64, 64, 3) and predicted.dtype == np.uint8
+        assert not np.array_equal(image, predicted)  # the heat is laid over the image
+
+    fig = plots.cam_grid(errors, maps)
+    assert len([a for a in fig.axes if a.images]) == 9
+    assert [a.get_title() for a in fig.axes[:3]] == [f"{errors['id'][0]}: true 0", "Grad-CAM: pred 1 0.90",
+                                                    "Grad-CAM: true 0 0.05"]
+    fig = plots.error_grid(errors, cols=2)
+    assert len([a for a in fig.axes if a.images]) == 3 and fig.axes[0].get_title() == "true 0\npred 1 0.90"
