@@ -7,7 +7,7 @@ VENV_STAMP := $(VENV)/.created
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 # setuptools>=77 in the venv: `kit package` builds kit's wheel with it (--no-build-isolation)
 $(VENV_STAMP):
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest
+
+# the inner loop: everything but the tests marked slow (notebook runs, kills, fresh venvs); CI runs `make test`
+test-fast: $(TEST_STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow"
 
 # speed ratios side by side on this machine (under 15 min on 2 CPU cores); writes bench/results/bench.md
 bench: $(STAMP)

@@ -16,14 +16,18 @@ os.environ.setdefault("KIT_HEADLESS", "1")  # no progress bars inside timed loop
 
 import blend_fit  # noqa: E402
 import gpu  # noqa: E402
+import infer_speed  # noqa: E402
 import memory  # noqa: E402
+import runner_overhead  # noqa: E402
 import sam_cost  # noqa: E402
 import throughput  # noqa: E402
 import tta_speed  # noqa: E402
 from common import RESULTS, machine, markdown  # noqa: E402
 
 SECTIONS = [("training throughput", throughput.main), ("SAM", sam_cost.main), ("TTA", tta_speed.main),
-            ("memory", memory.main), ("blending", blend_fit.main), ("GPU", gpu.main)]
+            ("test inference", infer_speed.main),
+            ("memory", memory.main), ("blending", blend_fit.main), ("runner overhead", runner_overhead.main),
+            ("GPU", gpu.main)]
 
 
 def main() -> None:

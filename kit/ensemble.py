@@ -257,8 +257,8 @@ class SpaceTrials:
 class ProbTrials:
     """Probability space, fitted on log loss or accuracy, from running sums: log loss reads only each row's
     true class, so a round costs one log per row and model, not a blend of the whole matrix; accuracy
-    recomputes the argmax only of rows where adding one model can change it (settled rows: the lead of
-    the selection's top class over the next exceeds the widest row any model could add)."""
+    recomputes the argmax only of rows where adding the model can change it (settled rows: the lead of the
+    selection's top class over the next exceeds what the model gives any class beyond the top one)."""
 
     BLOCK = 8192  # rows per step of the log loss: (models, BLOCK) float32 stays in cache
 
@@ -275,7 +275,7 @@ class ProbTrials:
         if self.argmax:
             self.zs = [z / s[:, None] for z, s in zip(zs, sums)]
             self.total = np.zeros_like(self.zs[0])  # the sum of the selected models
-            self.reach = np.max([z.max(1) - z.min(1) for z in self.zs], axis=0)
+            self.zmax = [z.max(1) for z in self.zs]
 
     def keys(self) -> list[tuple[float, float]]:
         lls = list(self.log_losses())
@@ -293,15 +293,21 @@ class ProbTrials:
     def accuracies(self) -> list[float]:
         """Per model, the accuracy of the selection plus that model: settled rows keep the selection's argmax."""
         rows = len(self.y)
-        top, lead = top_two(self.total)
-        # the selection's sums are float32: a lead within 1e-5 per model is not trusted to settle a row
-        settled = (lead > self.reach + 1e-5 * (self.n + 1)) & (self.n > 0)
-        if np.count_nonzero(settled) < rows // 2:  # gathering the open rows would cost more than it saves
-            return [np.count_nonzero((self.total + z).argmax(1) == self.y) / rows for z in self.zs]
-        right = np.count_nonzero(settled & (self.total[np.arange(rows), self.y] == top))
-        open_ = np.flatnonzero(~settled)
-        total, y = self.total[open_], self.y[open_]
-        return [(right + np.count_nonzero((total + z[open_]).argmax(1) == y)) / rows for z in self.zs]
+        lead, top = top_two(self.total)
+        at_top = np.arange(rows) * self.total.shape[1] + top
+        right = top == self.y
+        out = []
+        for z, zmax in zip(self.zs, self.zmax):
+            # what z gives another class beyond the top one; the sums are float32: a lead within 1e-5 per
+            # model is not trusted to settle a row
+            settled = lead > zmax - z.ravel()[at_top] + np.float32(1e-5 * (self.n + 1))
+            if np.count_nonzero(settled) < rows // 2:  # gathering the open rows would cost more than it saves
+                out.append(np.count_nonzero((self.total + z).argmax(1) == self.y) / rows)
+                continue
+            open_ = np.flatnonzero(~settled)
+            changed = (self.total[open_] + z[open_]).argmax(1) == self.y[open_]
+            out.append((np.count_nonzero(settled & right) + np.count_nonzero(changed)) / rows)
+        return out
 
     def add(self, j: int) -> None:
         self.total_true += self.true[j]
@@ -311,14 +317,15 @@ class ProbTrials:
 
 
 def top_two(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of (rows, classes): the largest value and its lead over the second (0 on a tie), class by
-    class over a class-major copy (several times faster than reducing short rows)."""
+    """Per row of (rows, classes): the lead of the largest value over the second (0 on a tie) and its
+    class, class by class over a class-major copy (several times faster than reducing short rows)."""
     columns = np.ascontiguousarray(x.T)
-    first, second = columns[0].copy(), np.full(len(x), -np.inf, x.dtype)
-    for c in columns[1:]:
+    first, second, top = columns[0].copy(), np.full(len(x), -np.inf, x.dtype), np.zeros(len(x), np.intp)
+    for k, c in enumerate(columns[1:], 1):
         np.maximum(second, np.minimum(first, c), out=second)
+        top[c > first] = k
         np.maximum(first, c, out=first)
-    return first, first - second
+    return first - second, top
 
 
 def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig()

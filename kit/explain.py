@@ -65,15 +65,18 @@ def load_fold_model(folder: Path, device: torch.device):
     return model.to(device).eval(), eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]), ckpt["classes"]
 
 
-def target_layer(model: nn.Module):
-    """The layer Grad-CAM looks at: timm's last feature stage (feature_info), and how to read its output as an
-    (N, C, H, W) map. A ViT's tokens are laid back on their grid; its last block's input norm is used, since with
-    class-token pooling the last block's patch outputs get no gradient. Swin's (N, H, W, C) is transposed."""
-    info = getattr(model, "feature_info", None)
+def target_layer(model: nn.Module, img_size: int, min_side: int = 4):
+    """The layer Grad-CAM looks at, and how to read its output as an (N, C, H, W) map: the deepest of timm's
+    feature stages (feature_info) whose map at img_size is at least min_side cells across; the last stage of a
+    32 px model is 1x1, a map without a where (the CAM of a 224 px model is its last stage's, 7x7). A ViT's tokens
+    are laid back on their grid, from its block's input norm: with class-token pooling the patch outputs of the
+    last block get no gradient. Swin's and MambaOut's (N, H, W, C) is transposed."""
+    info = list(getattr(model, "feature_info", None) or [])
     if not info:
         raise KitError(f"{type(model).__name__} has no timm feature_info: kit does not know which layer to map")
-    layer = model.get_submodule(info[-1]["module"])
-    channels, prefix = info[-1]["num_chs"], getattr(model, "num_prefix_tokens", 0)
+    stage = max(reversed(info), key=lambda s: min(img_size // s["reduction"], min_side))  # ties: the deepest
+    layer = model.get_submodule(stage["module"])
+    channels, prefix = stage["num_chs"], getattr(model, "num_prefix_tokens", 0)
     if hasattr(model, "num_prefix_tokens") and hasattr(layer, "norm1"):
         layer = layer.norm1
 
@@ -111,7 +114,7 @@ def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, exp: str, 
         image = read_image(row.path)
         x = torch.from_numpy(transform(image=image)["image"].transpose(2, 0, 1)).unsqueeze(0).to(dev)
         resized = A.Resize(*x.shape[-2:])(image=image)["image"]
-        layer, as_map = target_layer(model)
+        layer, as_map = target_layer(model, x.shape[-1])
         maps = []
         with GradCAM(model=model, target_layers=[layer], reshape_transform=as_map) as cam:
             for name in (row.predicted, row.true):

@@ -1,12 +1,11 @@
-"""Fold runs: one notebook run (kit.notebook) per fold, each in a worker process of its own (or a Ray task),
-scheduled over the GPUs or CPU slots, with a live status table, a lock per fold folder, and finished folds
-skipped.
+"""Fold runs: one notebook run (kit.notebook) per fold, on a worker process per slot (a GPU, or one of `jobs`
+CPU slots) or as Ray tasks, with a live status table, a lock per fold folder, and finished folds skipped.
 
-What a fold costs besides its training (bench/runner_overhead.py) is mostly a kernel importing torch and
-timm: seconds, and CPU a small machine's training needs. So each slot has one worker process and one kernel
-for all its folds, one after another: between two folds the kernel is reset (kit.notebook.reset_kernel: its
-variables dropped, its imports kept), and a fold that fails gets the next one a new kernel. Each fold keeps
-its own executed notebook and run.log, and runs under its own fold lock.
+What a fold costs besides its training (bench/runner_overhead.py) is mostly a new kernel importing torch and
+timm: seconds of CPU per fold, taken from the training on a small machine. So a slot's worker keeps one
+kernel for its folds, run one after another: between two folds the kernel is reset (kit.notebook.reset_kernel:
+its variables dropped, its imports kept), and after a fold that fails the next one gets a new kernel. Each
+fold keeps its own executed notebook and run.log, and runs under its own fold lock.
 
 The worker (`python -m kit.runner`) imports this module: it imports nothing heavier than papermill at the
 top. kit.rundir, kit.device and kit.lock bring torch and sklearn (seconds and ~800 MB per worker, next to
@@ -77,7 +76,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
               runs_dir: str = "runs", force: bool = False, jobs: int = 1, gpus: str = "", threads: int = 0,
               stagger: float = 2.0, backend: str = "local", address: str = "", on_status=None,
               nb=None) -> pd.DataFrame:
-    """One papermill job per fold, each in its own process (or Ray task).
+    """One papermill job per fold, on its slot's worker and kernel (run_local) or as a Ray task.
 
     Finished folds are skipped unless force (then they start afresh: resume=False); a finished fold trained
     with other parameters is reported ("differs"), not skipped silently, and so is any other finished fold of

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import blend_fit  # noqa: E402
 import common  # noqa: E402
+import infer_speed  # noqa: E402
 import sam_cost  # noqa: E402
 import tta_speed  # noqa: E402
 
@@ -53,3 +54,13 @@ def test_interleaved_takes_the_median_of_alternating_rounds():
 
     out = common.interleaved({"a": fn("a"), "b": fn("b")}, rounds=3)
     assert calls == ["a", "b"] * 4 and out == {"a": 4, "b": 2}
+
+
+def test_inference_section_compares_one_pass_with_a_pass_per_fold_on_the_same_predictions(tmp_path):
+    (row,) = infer_speed.main(images=3, batch=2, rounds=1, root=tmp_path)
+    assert row.ratio > 0 and row.target == ">= 2.0" and row.met == (row.ratio >= 2.0)
+    paths, _ = common.image_files(tmp_path, 3)
+    models = infer_speed.fold_models()
+    one, per_fold = infer_speed.one_pass(models, paths, 2), infer_speed.pass_per_fold(models, paths, 2)
+    assert len(one) == len(per_fold) == 10 and all(abs(a - b).max() < 1e-6 for a, b in zip(one, per_fold))
+

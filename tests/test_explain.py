@@ -63,15 +63,22 @@ def test_grad_cam_maps_convolutional_and_token_models(name):
 
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=3).eval()
-    layer, as_map = target_layer(model)
+    layer, as_map = target_layer(model, 64)
     seen = []
     layer.register_forward_hook(lambda module, args, out: seen.append(out))
     model(torch.randn(1, 3, 64, 64))
-    side = 64 // model.feature_info[-1]["reduction"]
-    assert as_map(seen[0]).shape == (1, model.feature_info[-1]["num_chs"], side, side)
+    channels = [s["num_chs"] for s in model.feature_info if s["reduction"] == 16][-1]
+    assert as_map(seen[0]).shape == (1, channels, 4, 4)  # the deepest stage 4 cells across at 64 px: 1/16
     with GradCAM(model=model, target_layers=[layer], reshape_transform=as_map) as cam:
         heat = cam(input_tensor=torch.randn(1, 3, 64, 64), targets=[ClassifierOutputTarget(1)])
     assert heat.shape == (1, 64, 64) and heat.max() > 0.5 and heat.std() > 0.01
+
+
+def test_the_mapped_stage_is_the_deepest_with_a_map_of_some_cells():
+    model = timm.create_model("test_resnet", num_classes=3)
+    assert target_layer(model, 224)[0] is model.layer4  # 7x7: the last stage, as usual
+    assert target_layer(model, 32)[0] is model.layer2  # layer4 would be 1x1, layer3 2x2: no where in either
+    assert target_layer(model, 4)[0] is model.act1  # none is 4 across: the largest map, 2x2 after the stem
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+"""The declared dependencies: pyproject.toml and environment.yml list the same ones; torch is a range, not a pin."""
 import re
 import tomllib
 from pathlib import Path
