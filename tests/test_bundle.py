@@ -79,7 +79,11 @@ def installed_in(py: Path, *names: str) -> dict:
     code = ("import json, sys; from importlib.metadata import version, PackageNotFoundError\n"
             "def v(n):\n try: return version(n)\n except PackageNotFoundError: return None\n"
             "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
-    return json.loads(subprocess.run([py, "-c", code, *names], capture_output=True, text=True, check=True).stdout)
+    # outside the checkout and without PYTHONPATH: what the fresh venv itself holds, not an egg-info `pip wheel`
+    # leaves in the checkout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return json.loads(subprocess.run([py, "-c", code, *names], capture_output=True, text=True, check=True, env=env,
+                                     cwd=py.parent).stdout)
 
 
 @pytest.mark.slow
