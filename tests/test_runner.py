@@ -268,6 +268,10 @@ def test_finished_fold_rerun_with_other_parameters_says_which_and_force_retrains
     summary = run_folds("d", [0, 1], TINY, NOTEBOOK, jobs=1, stagger=0)  # fold 1 on fold 0's kernel, reset
     assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
     assert "epoch 1/1" in (folder(project, "d", 1) / "run.log").read_text()
+    run_folds("alone", [1], TINY, NOTEBOOK)  # on a kernel of its own: the same training, to the last digit
+    for name, drop in (("history.csv", ["seconds"]), ("oof.csv", ["checkpoint"])):
+        shared, alone = (pd.read_csv(folder(project, e, 1) / name).drop(columns=drop) for e in ("d", "alone"))
+        pd.testing.assert_frame_equal(shared, alone)
     same = run_folds("d", [0], {**TINY, "device": "cpu", "threads": 1}, NOTEBOOK)  # speed only: still the same run
     assert same["status"].tolist() == ["skipped"]
     code = main(["run-folds", "--exp", "d", "--folds", "0", "--notebook", str(NOTEBOOK),
