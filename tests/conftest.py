@@ -26,3 +26,26 @@ def tiny_comp(project):
     comp = load_competition("demo")
     write_folds(make_folds(comp, n_folds=3), folds_path(comp))
     return load_competition("demo")
+
+
+@pytest.fixture
+def interrupted_fit(monkeypatch):
+    """interrupted_fit(cfg, epochs): fit_fold(cfg) stopped by a KeyboardInterrupt as epoch `epochs + 1` starts,
+    what a Ctrl-C leaves for a resume."""
+    import kit.train
+
+    def run(cfg, epochs: int) -> None:
+        real, calls = kit.train.train_one_epoch, []
+
+        def dies(*a, **k):
+            calls.append(1)
+            if len(calls) == epochs + 1:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        with monkeypatch.context() as m:
+            m.setattr(kit.train, "train_one_epoch", dies)
+            with pytest.raises(KeyboardInterrupt):
+                kit.train.fit_fold(cfg)
+
+    return run

@@ -95,20 +95,8 @@ def test_cuda_out_of_memory_gets_a_hint(tiny_comp, monkeypatch):
         fit_fold(TrainConfig(exp="oom", **TINY))
 
 
-def test_resume_from_another_kit_version_is_refused(tiny_comp, monkeypatch):
-    real = kit.train.train_one_epoch
-    calls = []
-
-    def dies(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(kit.train, "train_one_epoch", dies)
-    with pytest.raises(KeyboardInterrupt):
-        fit_fold(TrainConfig(exp="v", **{**TINY, "epochs": 3}))
-    monkeypatch.setattr(kit.train, "train_one_epoch", real)
+def test_resume_from_another_kit_version_is_refused(tiny_comp, monkeypatch, interrupted_fit):
+    interrupted_fit(TrainConfig(exp="v", **{**TINY, "epochs": 3}), 1)
     monkeypatch.setattr(kit.train, "__version__", "9.9.9")
     with pytest.raises(KitError, match=r"kit_version='0.1.0', this run has '9.9.9'.*--force"):
         fit_fold(TrainConfig(exp="v", **{**TINY, "epochs": 3}))

@@ -46,7 +46,7 @@ def weights(path, key="model"):
 
 @pytest.mark.parametrize("extra", [{}, {"sam": "sam", "mixup": 0.4, "ema_decay": 0.9, "accum_steps": 2},
                                    {"num_workers": 2, "augment": "medium"}])
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monkeypatch, extra):
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monkeypatch, extra, interrupted_fit):
     cfg = dict(epochs=4, save_top=2, **TINY, **extra)
     fit_fold(TrainConfig(exp="straight", **cfg))
     real = kit.train.train_one_epoch
@@ -201,25 +201,9 @@ def test_bf16_autocast_runs_on_cpu(tiny_comp):
     assert r.oof[[str(c) for c in range(10)]].notna().all().all()
 
 
-def interrupted_after_epoch_2(monkeypatch, cfg: TrainConfig):
-    real = kit.train.train_one_epoch
-    calls = []
-
-    def dies_in_epoch_3(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(kit.train, "train_one_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        fit_fold(cfg)
-    monkeypatch.setattr(kit.train, "train_one_epoch", real)
-
-
-def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp, monkeypatch, capsys):
+def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp, monkeypatch, capsys, interrupted_fit):
     cfg = dict(exp="p", epochs=4, **TINY)
-    interrupted_after_epoch_2(monkeypatch, TrainConfig(**cfg))
+    interrupted_fit(TrainConfig(**cfg), 2)
     folder = tiny_comp.root.parent.parent / "runs" / "p" / "fold0"
     with pytest.raises(KitError, match=r"last.pt was trained with other parameters "
                                        r"\(img_size: 16 -> 32, lr: 0.003 -> 0.001\).*resume=False.*--force"):
@@ -234,7 +218,7 @@ def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp,
 @pytest.mark.parametrize("how", [{"resume": False}, {"no_last": True}])
 def test_a_fresh_start_removes_what_an_older_run_wrote_and_nothing_else(tiny_comp, monkeypatch, how):
     cfg = dict(exp="old", epochs=3, save_top=3, tta="none", **TINY)
-    interrupted_after_epoch_2(monkeypatch, TrainConfig(**cfg))
+    interrupted_fit(TrainConfig(**cfg), 2)
     folder = tiny_comp.root.parent.parent / "runs" / "old" / "fold0"
     for name in ("oof-d4.csv", "test_d4.csv", "test_none.csv", "top-017.pt"):  # an older run's, another tta's
         (folder / name).write_text("old")
