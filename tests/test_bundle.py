@@ -19,7 +19,6 @@ import kit.package
 from kit import KitError
 from kit.blendconfig import BlendConfig
 from kit.cli import main
-from kit.competition import load_competition
 from kit.config import TrainConfig
 from kit.folds import folds_path, read_folds
 from kit.infer import infer_and_blend, save_blend

@@ -176,7 +176,7 @@ def test_blend_json_experiment_names_are_names_not_paths(tiny_comp, project):
 def test_rank_space_is_refused_for_a_metric_that_reads_probabilities(tiny_comp, project, metric, capsys):
     spec = blend_spec(tiny_comp, project)
     assert main(["blend", "--exps", "m", "--metric", metric, "--space", "rank", "--device", "cpu"]) == 2
-    assert f"space='rank' blends per-class ranks" in capsys.readouterr().err
+    assert "space='rank' blends per-class ranks" in capsys.readouterr().err
     with pytest.raises(KitError, match="space='rank'"):
         predict_blend(tiny_comp, {**spec, "config": {**spec["config"], "space": "rank", "metric": metric}}, "runs",
                       "cpu")

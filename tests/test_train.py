@@ -216,7 +216,7 @@ def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp,
 
 
 @pytest.mark.parametrize("how", [{"resume": False}, {"no_last": True}])
-def test_a_fresh_start_removes_what_an_older_run_wrote_and_nothing_else(tiny_comp, monkeypatch, how):
+def test_a_fresh_start_removes_what_an_older_run_wrote_and_nothing_else(tiny_comp, monkeypatch, how, interrupted_fit):
     cfg = dict(exp="old", epochs=3, save_top=3, tta="none", **TINY)
     interrupted_fit(TrainConfig(**cfg), 2)
     folder = tiny_comp.root.parent.parent / "runs" / "old" / "fold0"
