@@ -12,11 +12,12 @@ from scipy.optimize import minimize
 from . import KitError
 from .blendconfig import SPACES, BlendConfig
 from .folds import folds_hash
-from .metrics import metric_value, score
+from .metrics import log_loss, metric_value, score
 from .paths import exp_dir
 from .config import training_changes
 from .rundir import (OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, oof_targets, read_config,
                      read_oof)
+from .thresholds import apply_decision, fit_decision
 from .tta import CANDIDATES, n_views
 
 # What the honest score cannot hold out: said in every BlendReport and blend.json
@@ -147,11 +148,15 @@ def load_best_tta(runs_dir: str | Path, exp: str, folds: pd.DataFrame, metric: s
     return pick_tta(candidates, y, metric), tta_scores(candidates, y, metric)
 
 
-def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
-    """Where predictions are averaged: probabilities, log-probabilities, p**power, or per-class ranks."""
+def to_space(p: np.ndarray, space: str, power: float = 2.0, multilabel: bool = False) -> np.ndarray:
+    """Where predictions are averaged: probabilities, log-probabilities (multi-label: each sigmoid's logit),
+    p**power, or per-class ranks."""
     if space == "prob":
         return p
     if space == "logit":
+        if multilabel:
+            q = np.clip(p, 1e-7, 1 - 1e-7)
+            return np.log(q) - np.log1p(-q)
         return np.log(np.clip(p, 1e-15, None))
     if space == "power":
         return np.power(p, power)
@@ -160,10 +165,15 @@ def to_space(p: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
 
 
-def from_space(z: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
+def from_space(z: np.ndarray, space: str, power: float = 2.0, multilabel: bool = False) -> np.ndarray:
     """Back to rows that sum to one: the inverse of to_space (up to normalization), so one model blended
     alone is itself; rank space has no inverse (rows of normalized ranks). Probabilities stay as they are:
-    a mixture of rows that sum to one sums to one, and multi-label sigmoid rows must not be renormalized."""
+    a mixture of rows that sum to one sums to one. Multi-label columns are independent sigmoids: each is
+    mapped back on its own (logit -> sigmoid, power -> root, ranks stay ranks) and no row is renormalized."""
+    if multilabel:
+        if space == "logit":
+            return 1 / (1 + np.exp(-z))
+        return np.power(np.clip(z, 0, None), 1 / power) if space == "power" else z
     if space == "prob":
         return z
     if space == "logit":
@@ -173,10 +183,13 @@ def from_space(z: np.ndarray, space: str, power: float = 2.0) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def blend(preds: list[np.ndarray], weights: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
-    """The weighted average of the predictions in config.space, back to rows that sum to one."""
+def blend(preds: list[np.ndarray], weights: np.ndarray, config: BlendConfig = BlendConfig(),
+          multilabel: bool = False) -> np.ndarray:
+    """The weighted average of the predictions in config.space, back to probabilities (rows that sum to one,
+    or per-class sigmoids for a multi-label task)."""
     space, power = config.space, config.power
-    return from_space(sum(w * to_space(p, space, power) for w, p in zip(weights, preds)), space, power)
+    return from_space(sum(w * to_space(p, space, power, multilabel) for w, p in zip(weights, preds)), space, power,
+                      multilabel)
 
 
 def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
@@ -186,13 +199,11 @@ def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, config: BlendConfi
     if m == 1:
         return np.ones(1)
     if config.method == "slsqp":  # BlendConfig refuses slsqp with any objective but log loss
-        space, power = config.space, config.power
-        zs = [to_space(p, space, power) for p in preds]
-        rows = np.arange(len(y))
+        space, power, multilabel = config.space, config.power, np.ndim(y) == 2
+        zs = [to_space(p, space, power, multilabel) for p in preds]
 
-        def nll(w):
-            p = from_space(sum(wi * z for wi, z in zip(w, zs)), space, power)
-            return -np.log(np.clip(p[rows, y], 1e-15, None)).mean()
+        def nll(w):  # multi-label: the mean binary cross-entropy of the cells (metrics.log_loss)
+            return log_loss(y, from_space(sum(wi * z for wi, z in zip(w, zs)), space, power, multilabel))
 
         res = minimize(nll, np.full(m, 1 / m), method="SLSQP", bounds=[(0, 1)] * m,
                        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
@@ -233,8 +244,10 @@ class SpaceTrials:
 
     def __init__(self, preds: list[np.ndarray], y: np.ndarray, config: BlendConfig):
         self.y, self.objective, self.space, self.power = y, config.objective, config.space, config.power
-        self.zs = [to_space(np.asarray(p, np.float32), self.space, self.power).astype(np.float32) for p in preds]
-        if self.space == "prob":  # mixtures of rows that sum to one sum to one: no renormalizing per trial
+        self.multilabel = np.ndim(y) == 2
+        self.zs = [to_space(np.asarray(p, np.float32), self.space, self.power, self.multilabel).astype(np.float32)
+                   for p in preds]
+        if self.space == "prob" and not self.multilabel:  # mixtures of rows that sum to one sum to one
             self.zs = [z / z.sum(1, keepdims=True) for z in self.zs]
         self.total, self.n = np.zeros_like(self.zs[0]), 0  # the sum of the selected models
         self.trial = np.empty_like(self.total)
@@ -244,7 +257,7 @@ class SpaceTrials:
         for z in self.zs:
             np.add(self.total, z, out=self.trial)
             self.trial *= np.float32(1 / (self.n + 1))
-            p = self.trial if self.space == "prob" else from_space(self.trial, self.space, self.power)
+            p = self.trial if self.space == "prob" else from_space(self.trial, self.space, self.power, self.multilabel)
             ll = score("log_loss", self.y, p)
             out.append((ll if self.objective == "log_loss" else score(self.objective, self.y, p), ll))
         return out
@@ -328,25 +341,32 @@ def top_two(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first - second, top
 
 
-def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig()
-                       ) -> tuple[float, float]:
+def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig(),
+                       decision: str = "", classes: list = ()) -> tuple[float, float]:
     """Mean and std over folds, in config.metric's own units, of the score on each held-out fold of a blend
     chosen on the other folds: what the blend is worth on rows its choices never saw.
 
     preds: per experiment its (N, K) OOF matrix, or the list of its candidate matrices (one per TTA preset,
     fewest views first): the TTA is then chosen on the other folds' rows too (ties: the earlier one), as
     infer_and_blend chooses it on all rows, so choosing the best of several equal presets does not make
-    the score optimistic.
+    the score optimistic. decision: 'thresholds' or 'cut_points' (kit.thresholds.decision_kind) are fitted
+    on the other folds' blended rows too and applied to the held-out fold; classes: the grades cut points
+    cut into.
 
     Not nested (no OOF file can undo it): each fold's best epoch was chosen on that fold's validation rows,
     the rows this score holds out (HONEST_LEAK).
     """
-    metric = config.metric
+    metric, multilabel = config.metric, np.ndim(y) == 2
     candidates = [list(c) if isinstance(c, (list, tuple)) else [c] for c in preds]
     values = []
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
         chosen = [c[0] if len(c) == 1 else max(c, key=lambda p: score(metric, y[tr], p[tr])) for c in candidates]
         w = fit_blend_weights([p[tr] for p in chosen], y[tr], config)
-        values.append(metric_value(metric, y[te], blend([p[te] for p in chosen], w, config)))
+        held_out = blend([p[te] for p in chosen], w, config, multilabel)
+        if decision:
+            fitted = fit_decision(decision, y[tr], blend([p[tr] for p in chosen], w, config, multilabel), metric,
+                                  classes)
+            held_out = apply_decision(decision, held_out, fitted, classes)
+        values.append(metric_value(metric, y[te], held_out))
     return float(np.mean(values)), float(np.std(values))

@@ -26,7 +26,7 @@ from .paths import check_name, exp_dir, resolve
 from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, load_best, oof_targets, read_config, read_test_cache,
                      write_test_cache)
 from .submission import make_submission, write_submission
-from .thresholds import apply_thresholds, fit_thresholds, honest_threshold_score
+from .thresholds import apply_decision, decision_kind, fit_decision
 from .tta import Job, predict_models
 
 
@@ -167,8 +167,9 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     tta_table = pd.concat([tta_scores(c, y, metric) for c in candidates], ignore_index=True)
     preds = [e.probs for e in loaded]
     w = fit_blend_weights(preds, y, config)
-    oof_probs = blend(preds, w, config)
-    honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config)
+    oof_probs = blend(preds, w, config, comp.task == "multilabel")
+    kind, classes = decision_kind(comp.task, metric), loaded[0].classes
+    honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes)
     n_folds = int(folds["fold"].max()) + 1
     no_tta = [tta_table[(tta_table["experiment"] == e) & (tta_table["tta"] == "none")][f"oof_{metric}"] for e in exps]
     scores = pd.DataFrame({"experiment": exps, "tta": [e.tta for e in loaded],
@@ -176,15 +177,15 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
                            f"oof_{metric}": [metric_value(metric, y, p) for p in preds], "weight": w})
     spec = {"experiments": [{"name": e.name, "tta": e.tta, "weight": float(wi), "n_folds": n_folds,
                              "checkpoints": list(e.checkpoints)} for e, wi in zip(loaded, w)],
-            "config": config.to_dict(), "fit_objective": config.objective,
-            "classes": loaded[0].classes, "folds_hash": loaded[0].folds_hash,
+            "config": config.to_dict(), "fit_objective": config.objective, "task": comp.task,
+            "classes": classes, "folds_hash": loaded[0].folds_hash,
             "oof_score": metric_value(metric, y, oof_probs), "honest_score": honest, "honest_std": spread,
             "honest_leak": HONEST_LEAK, "scores": scores.to_dict("records"),
-            **multilabel_thresholds(y, oof_probs, fold, metric)}
+            **fitted_decision(kind, y, oof_probs, metric, classes)}
     test_probs = predict_blend(comp, spec, runs_dir, device, batch_size, num_workers)
     return BlendReport(scores, tta_table, pd.Series(w, index=exps, name="weight"), spec["oof_score"], honest,
                        spread, y, oof_probs, test_probs,
-                       make_submission(comp, thresholded(test_probs, spec), config.submission_kind),
+                       make_submission(comp, decided(test_probs, spec), config.submission_kind),
                        loaded[0].classes, spec, config, fit_metric=config.objective)
 
 
@@ -206,7 +207,7 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
              for e in used for k in range(e["n_folds"])]
     per_fold = iter(predict_folds(comp, folds, device, batch_size, num_workers))
     per_exp = [np.mean([next(per_fold) for _ in range(e["n_folds"])], axis=0) for e in used]
-    return blend(per_exp, np.array([e["weight"] for e in used]), config)
+    return blend(per_exp, np.array([e["weight"] for e in used]), config, blend_task(spec) == "multilabel")
 
 
 def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str | Path = "runs",
@@ -233,7 +234,7 @@ def estimate_test_run(blend_json: str | Path, comp: str | Path, data_dir: str | 
     """(seconds, test images): estimate_seconds for the competition's test set here, timed on its first
     `sample` images."""
     spec = read_saved_blend(blend_json)
-    paths = load_test_competition(comp, spec["classes"], data_dir).test["path"].tolist()
+    paths = load_test_competition(comp, spec["classes"], data_dir, blend_task(spec)).test["path"].tolist()
     if not paths:
         raise KitError(f"the test set of {comp!r} has no images to time")
     return estimate_seconds(spec, paths[:sample], len(paths), runs_dir, device, batch_size), len(paths)
@@ -246,25 +247,34 @@ def submission_from_blend(comp: str | Path, blend_json: str | Path | dict, data_
     nothing else; the submission is of the kind the blend's config names."""
     spec = blend_json if isinstance(blend_json, dict) else read_json(blend_json)
     config = BlendConfig.from_blend(spec)
-    c = load_test_competition(comp, spec["classes"], data_dir)  # labels are strings, as train.csv spells them
+    # labels are strings, as train.csv spells them; the task decides the submission's form (a label list...)
+    c = load_test_competition(comp, spec["classes"], data_dir, blend_task(spec))
     probs = predict_blend(c, spec, runs_dir, device, batch_size, num_workers)
-    return c, make_submission(c, thresholded(probs, spec), config.submission_kind)
+    return c, make_submission(c, decided(probs, spec), config.submission_kind)
 
 
-def multilabel_thresholds(y: np.ndarray, oof_probs: np.ndarray, fold: np.ndarray, metric: str) -> dict:
-    """Multi-label with a thresholded metric (F1/F-beta): per-class thresholds fitted on the blended OOF, and
-    their honest score (thresholds fitted on the other folds); {} otherwise (kit.thresholds)."""
-    if np.ndim(y) != 2 or not metric.startswith("f_beta:"):
+def fitted_decision(kind: str, y: np.ndarray, oof_probs: np.ndarray, metric: str, classes: list) -> dict:
+    """The blend's decision (kit.thresholds.decision_kind), fitted on the blended OOF: per-class thresholds for
+    a multi-label F-beta, cut points on the expected grade for an ordinal task; and its in-sample OOF score.
+    The honest score already holds them out (honest_blend_score fits them on the other folds). {} if none."""
+    if not kind:
         return {}
-    honest, spread = honest_threshold_score(y, oof_probs, fold, metric)
-    t = fit_thresholds(y, oof_probs, metric)
-    return {"thresholds": t.tolist(), "thresholds_oof_score": metric_value(metric, y, apply_thresholds(oof_probs, t)),
-            "thresholds_honest_score": honest, "thresholds_honest_std": spread}
+    values = fit_decision(kind, y, oof_probs, metric, classes)
+    return {kind: values, f"{kind}_oof_score": metric_value(metric, y, apply_decision(kind, oof_probs, values, classes))}
 
 
-def thresholded(probs: np.ndarray, spec: dict) -> np.ndarray:
-    """The blend's per-class thresholds applied (moved to 0.5), if it has any."""
-    return apply_thresholds(probs, np.array(spec["thresholds"])) if spec.get("thresholds") else probs
+def blend_task(spec: dict) -> str:
+    """The task a blend was fitted for; a blend.json from before it was recorded: multi-label if it has
+    thresholds (only multi-label blends had them), else single-label."""
+    return spec.get("task") or ("multilabel" if spec.get("thresholds") else "multiclass")
+
+
+def decided(probs: np.ndarray, spec: dict) -> np.ndarray:
+    """The blend's thresholds or cut points applied to its probabilities, if it has any."""
+    for kind in ("thresholds", "cut_points"):
+        if spec.get(kind):
+            return apply_decision(kind, probs, spec[kind], spec["classes"])
+    return probs
 
 
 def save_blend(report: BlendReport, path: str | Path) -> Path:
@@ -303,13 +313,28 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
         report = None
     else:
         config = replace(config, submission_kind=submission_kind) if submission_kind else config
-        c = load_competition(comp, data_dir)
+        c = trained_competition(comp, exps, data_dir, runs_dir, config.metric)
         report = infer_and_blend(c, read_folds(folds_path(c, runs_dir)), exps, runs_dir, config, device, batch_size,
                                  num_workers)
         spec, sub = report.blend, report.submission
     path = write_submission(sub, c, resolve(out_dir) / f"{name}.csv")
     blend_path = write_json(spec, path.with_suffix(".blend.json"))
     return Submitted(c, sub, path, blend_path, spec, report)
+
+
+def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str | Path = "data",
+                        runs_dir: str | Path = "runs", metric: str = "") -> Competition:
+    """The competition as the first experiment's training read it: its id and label columns and its task
+    (an ordinal or multi-label override, or a task detected from the metric, decides the blend's decision and
+    the submission's form), from fold 0's config.json; detected afresh if that fold has none yet (the blend
+    then refuses the unfinished experiment)."""
+    first = ([e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps))[:1]
+    folder = exp_dir(runs_dir, first[0]) / "fold0" if first else None
+    cfg = read_config(folder) if folder and (folder / CONFIG).is_file() else {}
+    if not cfg:
+        return load_competition(comp, data_dir, metric=metric)
+    return load_competition(comp, data_dir, cfg.get("id_col", ""), cfg.get("label_col", ""),
+                            task=cfg.get("task_resolved") or cfg.get("task", "auto"), metric=cfg.get("metric", metric))
 
 
 def read_saved_blend(blend_json: str | Path, submission_kind: str = "") -> dict:

@@ -35,8 +35,12 @@ def accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """normalized(p) at the true class, without materializing normalized(p)."""
+    """normalized(p) at the true class, without materializing normalized(p). Multi-label (y an N x K 0/1
+    matrix): the binary cross-entropy of every (row, class) cell, averaged, as BCE trains the sigmoids."""
     p = np.asarray(p)
+    if np.ndim(y) == 2:
+        q = np.clip(p.astype(np.float64), 1e-15, 1 - 1e-15)
+        return float(-np.mean(np.where(np.asarray(y) > 0, np.log(q), np.log1p(-q))))
     rows = np.arange(len(y))
     p_true = np.clip(p[rows, y].astype(np.float64), 1e-15, None) / np.maximum(p, 1e-15).sum(1, dtype=np.float64)
     eps = np.finfo(np.float64).eps
@@ -103,7 +107,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(accuracy, True),
-    "log_loss": Metric(log_loss, False),
+    "log_loss": Metric(log_loss, False, targets=BOTH),
     "macro_f1": Metric(lambda y, p: skm.f1_score(y, p.argmax(1), average="macro"), True),
     "balanced_accuracy": Metric(lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)), True),
     "qwk": Metric(qwk, True),
@@ -211,7 +215,7 @@ def check_targets(name: str, metric: Metric, y: np.ndarray, probs: np.ndarray) -
         raise KitError(f"metric {name!r}: targets of shape {y.shape} do not match probabilities of shape "
                        f"{probs.shape}; expected class indices (N,) or a 0/1 matrix (N, K) for (N, K) probabilities")
     if metric.targets not in (kind, BOTH):
-        other = "mean_col_auc, " if kind == MULTI else "roc_auc, qwk, "
+        other = "mean_col_auc, log_loss, " if kind == MULTI else "roc_auc, qwk, "
         raise KitError(f"metric {name!r} scores {metric.targets} targets but y is {kind} (shape {y.shape}); "
                        f"for {kind} use {other}f_beta:<beta>, map@<k> or a module:function of your own")
 

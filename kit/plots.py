@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import auc, confusion_matrix, roc_curve
 
 from .data import read_image
 
@@ -42,23 +42,27 @@ def samples_per_class(train: pd.DataFrame, per_class: int = 6, seed: int = 0):
     return image_grid([read_image(p) for p in picks["path"]], [str(v) for v in picks["label"]], cols=per_class)
 
 
-def class_balance(train: pd.DataFrame):
-    counts = train["label"].value_counts().sort_index()
-    fig, ax = plt.subplots(figsize=(max(4, len(counts) * 0.4), 3))
-    ax.bar([str(c) for c in counts.index], counts.to_numpy())
-    ax.set_title("images per class"), ax.set_xlabel("class")
-    fig.tight_layout()
-    return fig
-
-
 def confusion(y: np.ndarray, probs: np.ndarray, classes: list[str]):
-    cm = confusion_matrix(y, probs.argmax(1), labels=np.arange(len(classes)))
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(classes)), classes), ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("blend OOF confusion matrix")
+    return predicted_confusion(y, probs.argmax(1), classes, "blend OOF confusion matrix")
+
+
+def predicted_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], title: str):
+    """Counts of (true, predicted) class indices: an ordinal task's grades cut by its cut points, or any argmax."""
+    cm = confusion_matrix(y, pred, labels=np.arange(len(classes)))
+    return heatmap(cm, [str(c) for c in classes], [str(c) for c in classes], title, "predicted", "true")
+
+
+def heatmap(values: np.ndarray, rows: list[str], cols: list[str], title: str, xlabel: str, ylabel: str):
+    """A count matrix in blues, each cell written in it while they stay legible (up to 30 columns)."""
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(cols), 1 + 0.5 * len(rows)))
+    ax.imshow(values, cmap="Blues")
+    if len(cols) <= 30:
+        top = values.max() if values.size else 0
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=90 if max(map(len, cols), default=0) > 3 else 0)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -88,3 +92,54 @@ def cam_grid(errors: pd.DataFrame, maps: list):
         titles += [f"{r.id}: true {r.true}", f"Grad-CAM: pred {r.predicted} {r.probability:.2f}",
                    f"Grad-CAM: true {r.true} {r.p_true:.2f}"]
     return image_grid(images, titles, cols=3, size=2.4)
+
+
+def bars(x: list, heights, title: str, xlabel: str, ylabel: str = "images"):
+    fig, ax = plt.subplots(figsize=(max(4, len(x) * 0.4), 3))
+    ax.bar([str(v) for v in x], np.asarray(heights))
+    ax.set_title(title), ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+    if max((len(str(v)) for v in x), default=0) > 3:
+        ax.tick_params(axis="x", labelrotation=90)
+    fig.tight_layout()
+    return fig
+
+
+def label_counts(counts: pd.DataFrame):
+    """kit.eda.label_counts as bars in its row order (kit's class order, grades from lowest to highest)."""
+    what = counts.columns[0]  # label, or grade
+    return bars(counts[what].tolist(), counts["images"], f"images per {what}", what)
+
+
+def labels_per_image(table: pd.DataFrame):
+    """kit.eda.labels_per_image: how many images carry 0, 1, 2... labels."""
+    return bars(table["labels"].tolist(), table["images"], "labels per image", "labels on the image")
+
+
+def cooccurrence(table: pd.DataFrame):
+    """kit.eda.label_cooccurrence as a heatmap: images carrying both labels, the diagonal each label's images."""
+    return heatmap(table.to_numpy(), list(map(str, table.index)), list(map(str, table.columns)),
+                   "images carrying both labels", "label", "label")
+
+
+def group_sizes(table: pd.DataFrame):
+    """kit.eda.group_sizes: how many groups have 1, 2, 3... images (and, binary, how many hold a positive)."""
+    fig = bars(table["images"].tolist(), table["groups"], "images per group", "images in the group", "groups")
+    if "with_positive" in table:
+        ax = fig.axes[0]
+        ax.containers[0].set_label("all groups")
+        ax.bar([str(v) for v in table["images"]], table["with_positive"], label="with a positive")
+        ax.legend()
+    return fig
+
+
+def roc(y: np.ndarray, probs: np.ndarray, classes: list[str]):
+    """A binary task's ROC curve of the blended OOF: the last class's probability against the truth."""
+    score = np.asarray(probs)[:, -1]
+    fpr, tpr, _ = roc_curve(np.asarray(y) == len(classes) - 1, score)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, label=f"AUC {auc(fpr, tpr):.4f}")
+    ax.plot([0, 1], [0, 1], ls="--", c="gray", label="chance")
+    ax.set_xlabel("false positive rate"), ax.set_ylabel(f"true positive rate ({classes[-1]})")
+    ax.set_title("blend OOF ROC curve"), ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,9 +1,16 @@
-"""Per-class decision thresholds for multi-label F1/F-beta, fitted on OOF probabilities.
+"""Decisions fitted on OOF probabilities: per-class thresholds for multi-label F1/F-beta, cut points on the
+expected grade for ordinal tasks (QWK).
 
 A sigmoid's 0.5 is rarely the best cut: rare classes want a lower one. The thresholds are applied as a
 monotone rescaling of each column (`apply_thresholds`) that puts the fitted threshold at 0.5, so every
 consumer that cuts at 0.5 (kit.metrics.f_beta, the label-list submission) uses them unchanged, and ranking
 metrics (AUC) are untouched.
+
+An ordinal grade is predicted by a softmax over the grades (so mixup, label smoothing, TTA and the blend work
+on probabilities as for any class), decoded as the expected grade sum_k p_k * grade_k and cut into grades by
+cut points fitted on OOF (the APTOS/PANDA "optimized rounder"): the argmax ignores how far apart grades
+are, and QWK punishes a distant grade quadratically. `apply_cut_points` returns the one-hot matrix of the
+cut grade, so the metrics and the label submission (both read the argmax) use the cut unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import KitError
-from .metrics import metric_value, score
+from .metrics import lookup, score
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # candidate thresholds per class
 PASSES = 2  # coordinate-ascent sweeps over the classes: the second rarely moves a threshold much
@@ -43,13 +50,82 @@ def fit_thresholds(y: np.ndarray, p: np.ndarray, metric: str) -> np.ndarray:
     return t
 
 
-def honest_threshold_score(y: np.ndarray, p: np.ndarray, fold: np.ndarray, metric: str) -> tuple[float, float]:
-    """Mean and std over folds of `metric` on each held-out fold with thresholds fitted on the other folds
-    only: what the thresholds are worth on rows they never saw (fitting and scoring on the same OOF rows
-    is optimistic)."""
-    values = []
-    for k in np.unique(fold):
-        tr, te = fold != k, fold == k
-        t = fit_thresholds(y[tr], p[tr], metric)
-        values.append(metric_value(metric, y[te], apply_thresholds(p[te], t)))
-    return float(np.mean(values)), float(np.std(values))
+CUT_STEPS = 41  # candidate positions per cut point, evenly between its neighbours
+LABEL_FREE = ("log_loss",)  # metrics that read the probabilities, not a decision: no thresholds, no cuts
+
+
+def grade_values(classes: list) -> np.ndarray:
+    """The numeric grade of each class ('0', '1', '3'...), in class order (kit sorts integers numerically)."""
+    try:
+        return np.array([float(c) for c in classes])
+    except ValueError:
+        raise KitError(f"an ordinal task needs numeric grades as classes, got {list(classes)[:10]}; use "
+                       "task='multiclass'") from None
+
+
+def expected_grade(p: np.ndarray, grades: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    return (p / p.sum(1, keepdims=True)) @ grades
+
+
+def apply_cut_points(p: np.ndarray, cuts: np.ndarray, grades: np.ndarray) -> np.ndarray:
+    """(N, K) one-hot of the grade each row's expected grade falls in: grade k between cuts[k-1] and cuts[k]."""
+    k = np.searchsorted(np.asarray(cuts, dtype=np.float64), expected_grade(p, grades), side="right")
+    return np.eye(len(grades))[k]
+
+
+def fit_cut_points(y: np.ndarray, p: np.ndarray, grades: np.ndarray, metric: str) -> np.ndarray:
+    """K-1 increasing cut points on the expected grade maximizing `metric`, by coordinate ascent from the
+    midpoints between grades (plain rounding of the expected grade): each cut tries CUT_STEPS positions
+    between its neighbours and moves only where the score is strictly higher. Coordinate search rather
+    than scipy's Nelder-Mead (the usual optimized rounder): the score is a step function of the cuts, where
+    a simplex stalls on a plateau; a grid over each cut's own interval cannot reorder the cuts."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise KitError(f"cut points are for ordinal grades (class indices, shape (N,)); got shape {y.shape}")
+    e = expected_grade(p, grades)
+    eye = np.eye(len(grades))
+    cuts = (grades[:-1] + grades[1:]) / 2
+
+    def value(c):
+        return score(metric, y, eye[np.searchsorted(c, e, side="right")])
+
+    best = value(cuts)
+    for _ in range(PASSES):
+        for j in range(len(cuts)):
+            lo = cuts[j - 1] if j else grades[0]
+            hi = cuts[j + 1] if j + 1 < len(cuts) else grades[-1]
+            for cand in np.linspace(lo, hi, CUT_STEPS)[1:-1]:
+                trial = cuts.copy()
+                trial[j] = cand
+                v = value(trial)
+                if v > best:
+                    best, cuts = v, trial
+    return cuts
+
+
+def decision_kind(task: str, metric: str) -> str:
+    """'thresholds' (multi-label, a metric that cuts at 0.5: F1/F-beta), 'cut_points' (ordinal, a metric on
+    labels: QWK, accuracy...), or '' (the probabilities are the prediction: AUC, log loss, single-label)."""
+    m = lookup(metric)
+    if task == "multilabel" and metric.startswith("f_beta:"):
+        return "thresholds"
+    if task in ("ordinal", "regression") and not m.ranking and metric not in LABEL_FREE:
+        return "cut_points"
+    return ""
+
+
+def fit_decision(kind: str, y: np.ndarray, p: np.ndarray, metric: str, classes: list) -> list[float]:
+    """The fitted thresholds or cut points of `kind` (decision_kind), as a list for blend.json."""
+    if kind == "thresholds":
+        return fit_thresholds(y, p, metric).tolist()
+    return fit_cut_points(y, p, grade_values(classes), metric).tolist()
+
+
+def apply_decision(kind: str, p: np.ndarray, values: list[float], classes: list) -> np.ndarray:
+    """p with the decision applied: thresholds moved to 0.5, or the one-hot of the cut grade; '' leaves p."""
+    if kind == "thresholds":
+        return apply_thresholds(p, np.array(values))
+    if kind == "cut_points":
+        return apply_cut_points(p, np.array(values), grade_values(classes))
+    return p

@@ -2,8 +2,10 @@
 # # EDA: look at the competition, then write the folds once
 #
 # Class balance, image sizes and modes, unreadable files, a sample grid per class and an
-# augmentation preview. The last cell writes `folds.csv` beside `train.csv`; it is written once
-# per competition and every run records its hash.
+# augmentation preview, and what fits the task: labels per image and labels seen together for a
+# multi-label task, the grade histogram for an ordinal one, images per group when there is a group
+# column. The last cell writes `folds.csv` beside `train.csv`; it is written once per competition
+# and every run records its hash.
 
 # %% tags=["parameters"]
 comp = "demo"
@@ -14,6 +16,8 @@ seed = 42
 fold_method = "auto"
 augment = "light"
 img_size = 32
+task = "auto"  # auto (from train.csv and sample_submission.csv), multiclass, binary, multilabel, ordinal, regression
+metric = ""  # the competition's metric: with qwk, integer grades are an ordinal task
 
 # %%
 # %matplotlib inline
@@ -23,8 +27,8 @@ from kit.competition import load_competition
 from kit.data import read_image
 from kit.folds import folds_path, make_folds, write_folds
 
-c = load_competition(comp, data_dir)
-print(f"{c.root}: {len(c.train)} train, {len(c.test)} test images, {len(c.classes)} classes "
+c = load_competition(comp, data_dir, task=task, metric=metric)
+print(f"{c.root}: {c.task} task, {len(c.train)} train, {len(c.test)} test images, {len(c.classes)} classes "
       f"(id column {c.id_col!r}, label column {c.label_col!r})")
 spaces = eda.stripped_spaces(c)  # 'cat ' and 'cat' are one class
 print(f"{spaces['values stripped'].sum()} id/label value(s) had surrounding spaces, stripped")
@@ -32,10 +36,41 @@ display(spaces) if len(spaces) else None
 
 # %% [markdown]
 # ## Class balance
+#
+# Images per class in kit's class order. Multi-label: images carrying each label (an image counts
+# once per label). Ordinal or regression: images per grade, every grade from the lowest to the
+# highest (a grade no image has is an empty bar).
 
 # %%
-plots.class_balance(c.train);
-eda.class_counts(c.train)
+counts = eda.label_counts(c)
+plots.label_counts(counts);
+counts
+
+# %% [markdown]
+# ## Multi-label: labels per image and labels seen together
+#
+# How many labels an image carries, and how many images carry two labels together (the diagonal:
+# images carrying the label; the 30 most frequent labels). Only for a multi-label task.
+
+# %%
+if c.task == "multilabel":
+    per_image = eda.labels_per_image(c.label_matrix)
+    plots.labels_per_image(per_image)
+    plots.cooccurrence(eda.label_cooccurrence(c.label_matrix, c.classes))
+    display(per_image)
+
+# %% [markdown]
+# ## Groups: images per group
+#
+# With a group column (a patient), folds keep each group's images together: a few big groups make
+# uneven folds. For a binary task, how many groups of each size hold a positive. Only when train.csv
+# has a group column.
+
+# %%
+if "group" in c.train:
+    sizes = eda.group_sizes(c)
+    plots.group_sizes(sizes)
+    display(sizes)
 
 # %% [markdown]
 # ## Image sizes, modes and unreadable files
@@ -53,7 +88,7 @@ eda.size_summary(stats)
 # ## Samples per class
 
 # %%
-plots.samples_per_class(c.train, per_class=8);
+plots.samples_per_class(eda.one_row_per_label(c), per_class=8);  # multi-label: a row per label
 
 # %% [markdown]
 # ## Augmentation preview (the `augment` preset the training will use)
@@ -68,4 +103,4 @@ plots.image_grid(preview(read_image(c.train["path"].iloc[0]), augment, img_size,
 folds = make_folds(c, n_folds=n_folds, seed=seed, method=fold_method)
 h = write_folds(folds, folds_path(c, runs_dir), meta={"seed": seed, "method": fold_method})
 print(f"folds.csv hash {h}")
-folds.pivot_table(index="label", columns="fold", values="id", aggfunc="count")
+eda.fold_counts(c, folds)  # multi-label: images carrying each label, per fold

@@ -36,7 +36,7 @@ blend_json = ""  # a saved blend: predict the test set with it and nothing else
 
 # %%
 # %matplotlib inline
-from kit import board, eda, explain, plots
+from kit import board, eda, explain, plots, scorecard
 from kit.blendconfig import BlendConfig
 from kit.infer import blend_and_submit
 
@@ -66,9 +66,48 @@ if report:
     plots.weights_bar(report.weights);
 
 # %%
-if report:
+single = report is not None and report.y.ndim == 1  # one label per image (a multi-label task: per class below)
+if single:
     plots.confusion(report.y, report.oof_probs, report.classes);
-eda.per_class_accuracy(report.y, report.oof_probs, report.classes) if report else None
+eda.per_class_accuracy(report.y, report.oof_probs, report.classes) if single else None
+
+# %% [markdown]
+# ## Multi-label: per-class thresholds and scores
+#
+# Each class's threshold fitted on the blended OOF (0.5 where the blend fitted none: a metric that
+# does not cut, such as AUC), its F-beta (beta of `metric`, else F1) at 0.5 and at its threshold,
+# its ROC AUC and how many images carry it. In-sample: thresholds fitted and scored on the same
+# rows; the honest score fits them on the other folds.
+
+# %%
+if report and done.comp.task == "multilabel":
+    print(scorecard.decision_summary(report.blend, metric) or f"no per-class thresholds: {metric} does not cut")
+    display(scorecard.class_thresholds(report.y, report.oof_probs, report.classes, report.blend.get("thresholds"),
+                                       metric))
+
+# %% [markdown]
+# ## Ordinal: cut points on the expected grade
+#
+# The grade is decided by where the expected grade (each grade weighed by its probability) falls
+# between cut points fitted on the blended OOF, rather than by the argmax, which ignores how far
+# apart grades are. QWK by argmax, by plain rounding and by the cut points; the confusion matrix of
+# the grades the cut points give.
+
+# %%
+if report and done.comp.task == "ordinal":
+    cuts = report.blend.get("cut_points")
+    print(scorecard.decision_summary(report.blend, metric) or "no cut points in this blend: the argmax decides")
+    display(scorecard.cut_points_table(cuts, report.classes)) if cuts else None
+    display(scorecard.ordinal_scores(report.y, report.oof_probs, report.classes, cuts, metric))
+    plots.predicted_confusion(report.y, scorecard.grade_predictions(report.oof_probs, report.classes, cuts),
+                              report.classes, "blend OOF grades" + (" by the cut points" if cuts else ""));
+
+# %% [markdown]
+# ## Binary: ROC curve of the blended OOF
+
+# %%
+if report and done.comp.task == "binary":
+    plots.roc(report.y, report.oof_probs, report.classes);
 
 # %% [markdown]
 # ## Where the blend goes wrong

@@ -333,3 +333,48 @@ def test_caruana_chooses_the_weights_of_the_textbook_selection(config):
         assert np.array_equal(fit_blend_weights(preds, y, config), expected), (seed, expected)
         blended += len(np.flatnonzero(expected)) > 1
     assert blended >= 2  # blends, not one model: the rounds after the first count
+
+
+# ---- multi-label blends: independent sigmoid columns, scored by the mean binary cross-entropy
+
+def multilabel_synthetic(n=500, k=4, seed=1):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(int)
+
+    def model(noise):
+        logits = 4 * (y - 0.5) * (1 - noise) + rng.normal(size=(n, k)) * (0.5 + 2 * noise)
+        return 1 / (1 + np.exp(-logits))
+
+    return y, [model(0.1), model(0.4), rng.random((n, k))]  # the last one is pure noise
+
+
+def test_multilabel_log_loss_is_the_binary_cross_entropy_of_every_cell():
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    from kit.metrics import metric_value
+
+    y, (p, *_) = multilabel_synthetic()
+    assert metric_value("log_loss", y, p) == pytest.approx(sk_log_loss(y.ravel(), p.ravel()), rel=1e-9)
+
+
+@pytest.mark.parametrize("space", ["prob", "logit", "power"])
+def test_a_multilabel_model_blended_alone_is_itself_not_renormalized(space):
+    _, (p, *_) = multilabel_synthetic()
+    out = blend([p], np.ones(1), BlendConfig(space=space), multilabel=True)
+    np.testing.assert_allclose(out, p, rtol=1e-6, atol=1e-6)  # a softmax-style row normalization would not be
+
+
+@pytest.mark.parametrize("method", ["caruana", "slsqp"])
+@pytest.mark.parametrize("space", ["prob", "logit"])
+def test_multilabel_blend_weights_favour_the_good_model_and_drop_noise(method, space):
+    from kit.metrics import metric_value
+
+    y, preds = multilabel_synthetic()
+    config = BlendConfig(method=method, metric="mean_col_auc", space=space)
+    w = fit_blend_weights(preds, y, config)
+    assert w.sum() == pytest.approx(1) and w[0] > w[1] and w[2] < 0.05
+    blended = blend(preds, w, config, multilabel=True)
+    assert blended.shape == y.shape and ((blended > 0) & (blended < 1)).all()
+    assert metric_value("log_loss", y, blended) <= metric_value("log_loss", y, preds[0]) + 1e-9
+    honest, _ = honest_blend_score(preds, y, np.arange(len(y)) % 5, config)
+    assert honest > metric_value("mean_col_auc", y, preds[1])

@@ -159,7 +159,7 @@ def test_flags(name, greater, ranking):
     assert (m.greater_is_better, m.ranking) == (greater, ranking)
 
 
-@pytest.mark.parametrize("name", ["accuracy", "log_loss", "macro_f1", "qwk", "roc_auc"])
+@pytest.mark.parametrize("name", ["accuracy", "macro_f1", "qwk", "roc_auc"])  # log_loss scores both (BCE)
 def test_single_label_metrics_refuse_a_multilabel_matrix(name):
     y, p = multilabel()
     with pytest.raises(KitError, match=rf"'{name}' scores single-label targets but y is multi-label"):

@@ -1,11 +1,14 @@
 """Every kind of task (issue 14): detection, multi-label folds, thresholds, submissions, and each demo task
-through fit_fold and the blend to a submission the leaderboard scorer grades."""
+through the runner and the blend to a submission the leaderboard scorer grades."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+import kit.runner
 from kit import KitError
 from kit.blendconfig import BlendConfig
 from kit.competition import load_competition
@@ -14,8 +17,13 @@ from kit.demo import build_demo, leaderboard_score
 from kit.folds import folds_path, make_folds, write_folds
 from kit.infer import blend_and_submit
 from kit.submission import make_submission, validate_submission
-from kit.thresholds import apply_thresholds, fit_thresholds, honest_threshold_score
+from kit.ensemble import honest_blend_score
+from kit.thresholds import apply_thresholds, fit_thresholds
+from kit.rundir import read_config
+from kit.runner import run_folds
 from kit.train import fit_fold
+
+NOTEBOOKS = Path(kit.runner.__file__).resolve().parents[1] / "notebooks"  # the kit under test's
 
 TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 16, "num_workers": 0, "tta": "auto"}
 
@@ -105,20 +113,68 @@ def test_thresholds_fitted_on_oof_beat_half_and_the_honest_score_holds_out():
     # monotone per column: a ranking metric is unchanged
     assert metric_value("mean_col_auc", y, apply_thresholds(p, t)) == pytest.approx(metric_value("mean_col_auc", y, p))
     fold = np.arange(n) % 4
-    honest, _ = honest_threshold_score(y, p, fold, "f_beta:1")
+    honest, _ = honest_blend_score([p], y, fold, BlendConfig(metric="f_beta:1"), "thresholds")
     assert at_half < honest <= fitted + 1e-9
-    # the held-out rows are not seen by their thresholds: scramble fold 0's labels, and only what fold 0's
-    # thresholds were fitted on (folds 1-3) decides them; fitting on all rows would see the scramble
+    # the held-out rows are not seen by their thresholds: each fit sees only the other folds' rows
     seen = []
     import kit.thresholds as th
 
     real = th.fit_thresholds
     try:
         th.fit_thresholds = lambda yy, pp, m: seen.append(len(yy)) or real(yy, pp, m)
-        th.honest_threshold_score(y, p, fold, "f_beta:1")
+        honest_blend_score([p], y, fold, BlendConfig(metric="f_beta:1"), "thresholds")
     finally:
         th.fit_thresholds = real
     assert seen == [300] * 4
+    # without the nested decision the held-out folds are cut at 0.5: the honest score drops to 0.5's
+    plain, _ = honest_blend_score([p], y, fold, BlendConfig(metric="f_beta:1"))
+    assert plain < at_half + 0.05 < honest
+
+
+# ---- ordinal cut points
+
+def ordinal_synthetic(n=600, k=5, seed=0):
+    """A softmax that knows the grade's neighbourhood but is biased one grade low at the top: the argmax and
+    plain rounding of the expected grade lose QWK that moved cut points win back."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    centre = y - 0.8 * (y >= 3) + rng.normal(0, 0.5, n)
+    logits = -((np.arange(k)[None, :] - centre[:, None]) ** 2)
+    p = np.exp(logits)
+    return y, p / p.sum(1, keepdims=True)
+
+
+def test_cut_points_fitted_on_oof_beat_the_argmax_and_the_honest_score_holds_them_out():
+    from kit.metrics import metric_value
+    from kit.thresholds import apply_cut_points, decision_kind, fit_cut_points
+
+    y, p = ordinal_synthetic()
+    grades = np.arange(5.0)
+    cuts = fit_cut_points(y, p, grades, "qwk")
+    assert (np.diff(cuts) > 0).all() and cuts[0] > grades[0] and cuts[-1] < grades[-1]
+    decided = apply_cut_points(p, cuts, grades)
+    assert decided.shape == p.shape and (decided.sum(1) == 1).all()  # one grade per row
+    argmax, fitted = metric_value("qwk", y, p), metric_value("qwk", y, decided)
+    rounded = metric_value("qwk", y, apply_cut_points(p, (grades[:-1] + grades[1:]) / 2, grades))
+    assert fitted > max(argmax, rounded) + 0.01
+    assert cuts[-1] < 3.5  # the top grade is predicted low: its cut moved down
+    # nested: each held-out fold is cut by points fitted on the other folds only
+    fold = np.arange(len(y)) % 4
+    honest, _ = honest_blend_score([p], y, fold, BlendConfig(metric="qwk"), "cut_points", [str(g) for g in range(5)])
+    assert argmax < honest <= fitted + 1e-9
+    assert decision_kind("ordinal", "qwk") == "cut_points" and decision_kind("multiclass", "qwk") == ""
+    assert decision_kind("ordinal", "log_loss") == "" and decision_kind("multilabel", "f_beta:2") == "thresholds"
+
+
+def test_cut_points_use_the_grades_numeric_values():
+    from kit.thresholds import apply_cut_points, grade_values
+
+    grades = grade_values(["1", "2", "4"])  # grade 3 never occurs: 4 is two steps from 2
+    p = np.array([[0.5, 0.0, 0.5]])  # expected grade 2.5: between 2 and 4, not the index 1.0
+    assert apply_cut_points(p, [1.5, 3.0], grades).argmax(1).tolist() == [1]
+    assert apply_cut_points(p, [1.5, 2.4], grades).argmax(1).tolist() == [2]
+    with pytest.raises(KitError, match="numeric grades"):
+        grade_values(["a", "b"])
 
 
 # ---- submissions
@@ -152,17 +208,21 @@ def test_submission_writer_emits_per_class_columns(project):
         validate_submission(sub.assign(a=[np.inf, 0.1]), comp.sample_submission, comp.classes, comp.task)
 
 
-# ---- each demo task through fit_fold and the blend
+# ---- each demo task through the runner and the blend
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multilabel", "binary", "ordinal"])
-def test_demo_task_end_to_end(project, task):
+def test_demo_task_end_to_end_through_the_runner(project, task):
+    """Each task as a competitor runs it: the train notebook per fold through the runner (papermill, a real
+    kernel), then the blend to a submission in the sample's format that the leaderboard scorer grades."""
     build_demo("data", name=task, n=120, size=16, task=task)
     metric = {"multilabel": "f_beta:1", "binary": "roc_auc", "ordinal": "qwk"}[task]
     comp = load_competition(task, metric=metric)
     assert comp.task == task
     write_folds(make_folds(comp, 2), folds_path(comp))
-    for k in (0, 1):
-        fit_fold(TrainConfig(comp=task, exp="e", fold=k, metric=metric, **TINY))
+    summary = run_folds("e", [0, 1], {"comp": task, "metric": metric, **TINY}, NOTEBOOKS / "train_fold.py")
+    assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
+    assert read_config(project / "runs" / "e" / "fold1")["task_resolved"] == task
     done = blend_and_submit(task, ["e"], BlendConfig(metric=metric), name=task)
     sub = pd.read_csv(done.path, dtype=str, keep_default_na=False)
     validate_submission(sub, comp.sample_submission, comp.classes, comp.task)
@@ -170,11 +230,18 @@ def test_demo_task_end_to_end(project, task):
     assert np.isfinite(score)
     if task == "multilabel":
         t = np.array(done.blend["thresholds"])  # fitted on the blended OOF, applied to the test predictions
-        assert t.shape == (10,) and "thresholds_honest_score" in done.blend
+        assert t.shape == (10,) and "thresholds_oof_score" in done.blend
         oof = pd.read_csv(project / "runs" / "e" / "fold0" / "oof.csv", dtype={"target": str})
         assert oof["target"].str.startswith("[").all()
         assert not np.allclose(oof[[str(d) for d in range(10)]].sum(axis=1), 1)  # sigmoids: rows do not sum to one
         assert all(set(cell.split()) <= {str(d) for d in range(10)} for cell in sub["label"])
+    assert done.blend["task"] == task  # the training's task, not a multiclass detected afresh
+    if task == "ordinal":
+        cuts = done.blend["cut_points"]
+        assert len(cuts) == 9 and cuts == sorted(cuts) and "cut_points_oof_score" in done.blend
+    # the saved blend applied alone (what the Kaggle notebook does) writes the same submission
+    again = blend_and_submit(task, blend_json=done.blend_path, name=f"{task}-again")
+    pd.testing.assert_frame_equal(pd.read_csv(again.path, dtype=str), pd.read_csv(done.path, dtype=str))
     if task == "binary":
         p = sub["label"].astype(float)
         assert p.between(0, 1).all() and p.nunique() > 2  # a probability per row, not labels
