@@ -152,6 +152,12 @@ class TrainConfig:
                               "than its file: later epochs and folds skip the decode (delete the folder to "
                               "reclaim the disk)")
     threads: int = param(0, "torch intra-op threads, 0: the torch default", ge=0)
+    # tracking (kit.tracking)
+    track: str = param("off", "log parameters, per-epoch metrics, history and config to MLflow and/or W&B (offline "
+                       "unless WANDB_MODE says otherwise); needs the tracking extra",
+                       choices=("off", "mlflow", "wandb", "mlflow+wandb"))
+    track_uri: str = param("", "MLflow tracking URI; empty: MLFLOW_TRACKING_URI, else a SQLite store under "
+                           "runs_dir/.mlflow/")
 
     def __post_init__(self):
         self.validate()
@@ -288,9 +294,11 @@ def resolved(cfg: TrainConfig, **extra) -> dict:
 # pins the data itself); exp/fold name the folder being compared; device, threads, num_workers,
 # channels_last, torch_compile and image_cache change speed (and rounding; num_workers also which random
 # draw each sample gets, not how they are drawn); tta and save_top act after or beside training (which
-# predictions are written, how many checkpoints are kept); resume is the switch itself.
+# predictions are written, how many checkpoints are kept), and so do track and track_uri (where it is
+# reported); resume is the switch itself.
 RUNTIME_ONLY = frozenset({"comp", "data_dir", "runs_dir", "exp", "fold", "device", "threads", "num_workers",
-                          "channels_last", "torch_compile", "image_cache", "tta", "save_top", "resume"})
+                          "channels_last", "torch_compile", "image_cache", "tta", "save_top", "resume", "track",
+                          "track_uri"})
 
 
 def training_changes(saved: dict, new: dict) -> dict[str, tuple]:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
-from . import KitError, __version__, rundir
+from . import KitError, __version__, rundir, tracking
 from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
@@ -184,19 +184,23 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
             print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch + 1} from {out / rundir.LAST}")
 
         metric = f"val_{cfg.metric}"
-        bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} fold {cfg.fold}", initial=state.epoch,
-                   total=cfg.epochs, mininterval=2, disable=headless())
-        for epoch in bar:  # numbered from 1
-            row, improved = run_epoch(state, loaders, fold, out)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{cfg.metric: f"{row[metric]:.4f}"})
-            tqdm.write(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  val_loss "
-                       f"{row['val_loss']:.4f}  {metric} {row[metric]:.4f}{'  *best' if improved else ''}  "
-                       f"{row['seconds']:.1f}s")
-            if cfg.patience and state.stale >= cfg.patience:
-                print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
-                break
-        bar.close()
-        return predict_oof(state, loaders, fold, out)
+        with tracking.tracked(cfg, out, resume=last is not None) as tracker:  # nothing with track='off'
+            bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} fold {cfg.fold}",
+                       initial=state.epoch, total=cfg.epochs, mininterval=2, disable=headless())
+            for epoch in bar:  # numbered from 1
+                row, improved = run_epoch(state, loaders, fold, out)
+                tracker.log_epoch(epoch, row)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{cfg.metric: f"{row[metric]:.4f}"})
+                tqdm.write(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  val_loss "
+                           f"{row['val_loss']:.4f}  {metric} {row[metric]:.4f}{'  *best' if improved else ''}  "
+                           f"{row['seconds']:.1f}s")
+                if cfg.patience and state.stale >= cfg.patience:
+                    print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
+                    break
+            bar.close()
+            result = predict_oof(state, loaders, fold, out)
+            tracker.log_artifacts(out / rundir.HISTORY, out / rundir.CONFIG)
+            return result
 
 
 def load_fold(cfg: TrainConfig) -> Fold:

@@ -51,6 +51,8 @@ resume = True  # continue from last.pt when the fold was interrupted (kit run-fo
 num_workers = -1  # loader worker processes; -1: auto (0 on CPU, the cores per GPU up to 8 on CUDA); at least -1
 image_cache = True  # keep each decoded image as a .npy under runs_dir/.image_cache/ when no bigger than its file: later epochs and folds skip the decode (delete the folder to reclaim the disk)
 threads = 0  # torch intra-op threads, 0: the torch default; at least 0
+track = 'off'  # log parameters, per-epoch metrics, history and config to MLflow and/or W&B (offline unless WANDB_MODE says otherwise); needs the tracking extra; choices: off, mlflow, wandb, mlflow+wandb
+track_uri = ''  # MLflow tracking URI; empty: MLFLOW_TRACKING_URI, else a SQLite store under runs_dir/.mlflow/
 
 # %%
 # %matplotlib inline
