@@ -3,13 +3,12 @@
 What `kit board` prints, as DataFrames: per experiment its folds done against folds.csv, the OOF score
 of every TTA preset it has current predictions for, each fold's best epoch and time, and its weight in
 the newest blend; folds that are running, interrupted, stale or trained with other parameters are said
-so in its notes rather than counted. The run folder is read through kit.rundir only.
+so in its notes rather than counted. The run folder is read through kit.rundir only, its locks through kit.lock.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .config import RUNTIME_ONLY, TrainConfig, training_changes
 from .ensemble import load_tta_candidates
 from .folds import folds_path, read_folds
 from .io import read_json
-from .lock import lock_path
+from .lock import is_held
 from .metrics import lookup, metric_value
 from .paths import resolve
 from .rundir import CONFIG, HISTORY, is_complete, read_config, stale_reason
@@ -50,11 +49,11 @@ def experiments(runs_dir: str | Path = "runs") -> dict[str, list[Path]]:
 
 def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions: str | Path = "submissions"
           ) -> pd.DataFrame:
-    """One row per experiment: experiment, model, img_size, folds_done (complete, current folds) and n_folds
-    (folds.csv), oof_<metric>_<tta> per TTA preset with current OOF of every fold, best_epochs (per fold of
-    folds.csv, 1-based, from its history; None without one), fold_seconds (mean training time of the done
-    folds), blend_weight (only when a submissions/*.blend.json exists: the newest one's weight; its path in
-    .attrs['blend']) and notes (a list: what is not done or not current, and why).
+    """One row per experiment: experiment, model, img_size, folds_done (complete, current folds trained with the
+    first fold's parameters) and n_folds (folds.csv), oof_<metric>_<tta> per TTA preset with current OOF of every
+    fold, best_epochs (per fold of folds.csv, 1-based, from its history; None without one), fold_seconds (mean
+    training time of the done folds), blend_weight (only when a submissions/*.blend.json exists: the newest one's
+    weight; its path in .attrs['blend']) and notes (a list: what is not done or not current, and why).
 
     metric: None scores each experiment in the metric it was trained on (its own column when they differ).
     """
@@ -76,7 +75,7 @@ def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions:
 
 def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None) -> dict:
     by_fold = {int(FOLD.fullmatch(f.name)[1]): f for f in folders}
-    configs = {f: read_config(f) for f in folders if (f / CONFIG).is_file()}
+    configs = {k: read_config(f) for k, f in by_fold.items() if (f / CONFIG).is_file()}
     first = next(iter(configs.values()), {})
     train_metric = first.get("metric", "accuracy")
     try:
@@ -85,10 +84,10 @@ def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None)
         n_folds, unknown = None, f"folds.csv unknown: {e}"
     states = {k: fold_note(f) for k, f in by_fold.items()}
     notes = [note for note in states.values() if note]
-    notes += [f"{f.name} was trained with other parameters than {next(iter(configs)).name} ({listing(c)})"
-              for f, cfg in configs.items() if (c := training_changes(first, cfg))]
+    odd, ref = other_trainings(configs), next(iter(configs), None)
+    notes += [f"fold{k} was trained with other parameters than fold{ref} ({listing(c)})" for k, c in odd.items()]
     expected = range(n_folds) if n_folds else sorted(by_fold)
-    done = [k for k in expected if states.get(k) == ""]
+    done = [k for k in expected if states.get(k) == "" and k not in odd]
     row = {"experiment": name, "model": first.get("model"),
            "img_size": first.get("img_size_resolved", first.get("img_size")), "folds_done": len(done),
            "n_folds": n_folds, "best_epochs": [best_epoch(by_fold[k], train_metric) if k in by_fold else None
@@ -101,18 +100,28 @@ def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None)
             row |= oof_scores(runs_dir, name, first, metric or train_metric)
         except KitError as e:
             notes.append(f"no OOF score: {e}")
-    elif n_folds:
-        notes.insert(0, f"no OOF score until folds {missing} are done")
-    else:
+    elif not n_folds:
         notes.insert(0, unknown)
+    elif odd:
+        notes.insert(0, f"mixes trainings: no OOF score until folds {missing} are done with fold{ref}'s parameters")
+    else:
+        notes.insert(0, f"no OOF score until folds {missing} are done")
     return row | {"notes": notes}
+
+
+def other_trainings(configs: dict[int, dict]) -> dict[int, dict]:
+    """{fold: its training_changes against the first fold's config} for the folds trained with other parameters
+    (runtime-only ones such as threads do not count): the blender refuses such a mixed experiment
+    (kit.ensemble.check_one_training), so the board neither counts those folds as done nor scores the OOF."""
+    first = next(iter(configs.values()), {})
+    return {k: c for k, cfg in configs.items() if (c := training_changes(first, cfg))}
 
 
 def fold_note(folder: Path) -> str:
     """'' for a fold that is done and current; else what it is: running, incomplete, stale."""
     epochs = history(folder)
     progress = f"epoch {len(epochs)}/{read_config(folder).get('epochs', '?')}" if (folder / CONFIG).is_file() else ""
-    if is_locked(folder):
+    if is_held(folder):  # not tried: a try would make a run that starts at that instant fail as busy
         return f"{folder.name} running ({progress or 'starting'})"
     if not is_complete(folder):
         return f"{folder.name} incomplete ({progress or 'nothing trained'}; not running: interrupted or failed)"
@@ -121,19 +130,6 @@ def fold_note(folder: Path) -> str:
     except (KitError, KeyError) as e:  # folds.csv gone, a config.json of an older kit
         reason = f"cannot be checked ({e})"
     return f"{folder.name} stale: {reason}" if reason else ""
-
-
-def is_locked(folder: Path) -> bool:
-    """Whether a live process holds the fold's lock (kit.lock): read from /proc/locks, since trying the lock
-    would make a run that starts at that instant fail as busy. Matched on the inode alone: on overlayfs
-    stat() gives the overlay's device, /proc/locks the real one. False where there is no /proc/locks."""
-    path = lock_path(folder)
-    try:
-        inode, locks = os.stat(path).st_ino, Path("/proc/locks").read_text()
-    except OSError:
-        return False
-    return any(len(f := line.split()) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(inode)
-               for line in locks.splitlines())
 
 
 def history(folder: Path) -> pd.DataFrame:

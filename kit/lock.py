@@ -2,6 +2,7 @@
 
 The kernel drops a flock when its holder dies (SIGKILL included), so a crash cannot leave a fold locked.
 The lock file names its holder (pid, host, command, start time) for the message the next writer sees.
+is_held tells whether a fold is being written without taking the lock (kit board).
 It is never deleted: a process that deleted it could race another into locking two different files.
 """
 
@@ -57,6 +58,22 @@ def fold_lock(folder: str | Path, command: str = "") -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # releases the flock
+
+
+def is_held(folder: str | Path) -> bool:
+    """Whether a live process holds `folder`/.lock, read from /proc/locks rather than by trying the lock: a
+    try would, for its instant, make a run that starts then fail as busy.
+
+    Matched on the inode alone: on overlayfs stat() gives the overlay's device, /proc/locks the real one.
+    False where there is no lock file or no /proc/locks (not Linux). A waiter's line ("-> FLOCK") holds nothing.
+    """
+    try:
+        inode, locks = os.stat(lock_path(folder)).st_ino, Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    # "1: FLOCK  ADVISORY  WRITE 4242 00:2e:1234 0 EOF": the sixth field is major:minor:inode
+    return any(len(f := line.split()) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(inode)
+               for line in locks.splitlines())
 
 
 def holder(path: Path) -> str:

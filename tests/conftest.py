@@ -28,6 +28,32 @@ def tiny_comp(project):
     return load_competition("demo")
 
 
+# the tests' tiny training: one epoch of timm's smallest test ResNet on the tiny competition's 16 px images
+TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 32}
+
+
+@pytest.fixture
+def fit_tiny(tiny_comp):
+    """fit_tiny(exp="m", fold=0, **params) -> FoldResult: one fold of the tiny competition trained with TINY,
+    params overriding it. Per test, not per session: once torch is imported a tiny fold trains in ~0.2 s here, so a
+    session's fold copied into each test's project would save nothing, and its config.json would name the
+    session's competition, not the test's."""
+    from kit.config import TrainConfig
+    from kit.train import fit_fold
+
+    def fit(exp: str = "m", fold: int = 0, **params):
+        return fit_fold(TrainConfig(exp=exp, fold=fold, **{**TINY, **params}))
+
+    return fit
+
+
+@pytest.fixture
+def tiny_fold(fit_tiny):
+    """Fold 0 of experiment 'm', trained with TINY and tta='auto': best.pt, history.csv, config.json and the OOF
+    of every TTA preset, as fit_fold leaves them."""
+    return fit_tiny("m", tta="auto")
+
+
 @pytest.fixture
 def interrupted_fit(monkeypatch):
     """interrupted_fit(cfg, epochs): fit_fold(cfg) stopped by a KeyboardInterrupt as epoch `epochs + 1` starts,

@@ -20,6 +20,7 @@ def headless(monkeypatch):
     monkeypatch.setenv("KIT_HEADLESS", "1")
 
 
+@pytest.mark.slow  # ~50 s on 2 cores: half of `make test-fast` alone; CI runs it
 def test_sections_give_rows_with_ratios_and_targets():
     rows = (blend_fit.main(rows=500, growth=2) + tta_speed.main(size=32, batch=2, batches=1, rounds=1)
             + sam_cost.main(size=32, batch=2, updates=2, rounds=1))

@@ -108,14 +108,31 @@ def test_stale_incomplete_and_running_folds_are_reported_not_counted(tiny_comp):
     assert "fold2 incomplete" in row(board(), "a")["notes"][2]  # released: no longer running
 
 
-def test_a_fold_trained_with_other_parameters_is_noted(tiny_comp):
+def test_a_fold_trained_with_other_parameters_is_noted_and_not_counted(tiny_comp):
     fake_fold(tiny_comp, "a", 0, {"lr": 1e-3})
-    fake_fold(tiny_comp, "a", 1, {"lr": 1e-3, "threads": 3})  # runtime only: not noted
-    fake_fold(tiny_comp, "a", 2, {"lr": 5e-3})
-    notes = row(board(), "a")["notes"]
-    assert notes[0] == "fold2 was trained with other parameters than fold0 (lr: 0.001 -> 0.005)"
-    # and the blender's own refusal of the mixed experiment is why it has no OOF score
-    assert len(notes) == 2 and notes[1].startswith("no OOF score: experiment 'a'") and "mixes trainings" in notes[1]
+    fake_fold(tiny_comp, "a", 1, {"lr": 1e-3, "threads": 3})  # runtime only: still the same training
+    fake_fold(tiny_comp, "a", 2, {"lr": 5e-3, "model": "test_resnet"})
+    t = board()
+    a = row(t, "a")
+    assert a["folds_done"] == 2 and not [c for c in t if c.startswith("oof_")]  # the blender refuses it: no score
+    assert a["notes"] == ["mixes trainings: no OOF score until folds [2] are done with fold0's parameters",
+                          "fold2 was trained with other parameters than fold0 (model: 'test_efficientnet' -> "
+                          "'test_resnet', lr: 0.001 -> 0.005)"]
+    assert a["fold_seconds"] == pytest.approx(6.0)  # of the two folds that count
+
+
+def test_kit_board_lists_a_mixed_experiment_and_goes_on_with_the_others(tiny_comp, capsys):
+    for k in range(3):
+        fake_fold(tiny_comp, "a", k, {"lr": 1e-3 if k else 3e-3})
+        fake_fold(tiny_comp, "b", k)
+    assert main(["board"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[:5] for line in out.splitlines()[1:3]] == [["a", "test_efficientnet", "16", "1", "3"],
+                                                                   ["b", "test_efficientnet", "16", "3", "3"]]
+    assert "a: mixes trainings: no OOF score until folds [1, 2] are done with fold0's parameters" in out
+    assert "a: fold1 was trained with other parameters than fold0 (lr: 0.003 -> 0.001)" in out
+    assert not any(line.startswith("b: ") for line in out.splitlines())
+    assert row(board(), "b")["oof_accuracy_none"] == 1.0
 
 
 def test_oof_left_by_an_earlier_checkpoint_is_a_note_not_a_score(tiny_comp):
@@ -172,12 +189,9 @@ def test_no_experiments_is_a_clear_message(project, capsys, make):
     assert ("no experiments under" if make else "does not exist") in err
 
 
-def test_a_fold_fit_fold_trained_is_read_as_done(tiny_comp):
+def test_a_fold_fit_fold_trained_is_read_as_done(tiny_fold):
     """The fake folds above against the real thing: what fit_fold writes is what the board reads."""
-    from kit.train import fit_fold
-
-    fit_fold(TrainConfig(exp="real", fold=0, img_size=16, epochs=1, tta="none", device="cpu", threads=1))
-    r = row(board(), "real")
+    r = row(board(), "m")
     assert (r["folds_done"], r["n_folds"], r["best_epochs"], r["model"], r["img_size"]) == (
-        1, 3, [1, None, None], "test_efficientnet", 16)
+        1, 3, [1, None, None], "test_resnet", 16)
     assert r["fold_seconds"] > 0 and r["notes"] == ["no OOF score until folds [1, 2] are done"]

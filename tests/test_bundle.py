@@ -19,12 +19,10 @@ import kit.package
 from kit import KitError
 from kit.blendconfig import BlendConfig
 from kit.cli import main
-from kit.config import TrainConfig
 from kit.folds import folds_path, read_folds
 from kit.infer import infer_and_blend, save_blend
 from kit.package import package_for_kaggle
 from kit.submission import validate_submission
-from kit.train import fit_fold
 from test_publish import fake_kaggle  # noqa: F401 (a fixture: a `kaggle` on PATH that records its calls)
 
 
@@ -87,9 +85,9 @@ def installed_in(py: Path, *names: str) -> dict:
 
 @pytest.mark.slow
 def test_bundle_notebook_installs_only_what_a_kaggle_like_image_lacks_and_submits_as_kit_blend(tiny_comp, project,
-                                                                                                 tmp_path):
+                                                                                                 fit_tiny, tmp_path):
     for k in range(3):
-        fit_fold(TrainConfig(exp="m", fold=k, model="test_resnet", img_size=16, epochs=1, tta="hflip"))
+        fit_tiny("m", k, tta="hflip")
     report = infer_and_blend(tiny_comp, read_folds(folds_path(tiny_comp)), ["m"])
     save_blend(report, project / "blend.json")
     extras, _ = wheelhouse()

@@ -82,12 +82,9 @@ def test_the_mapped_stage_is_the_deepest_with_a_map_of_some_cells():
 
 
 @pytest.fixture
-def trained_fold(tiny_comp):
-    """Fold 0 of the tiny competition, one epoch of test_resnet at 64 px."""
-    from kit.config import TrainConfig
-    from kit.train import fit_fold
-
-    fit_fold(TrainConfig(exp="e", fold=0, model="test_resnet", img_size=64, epochs=1, tta="none", batch_size=50))
+def trained_fold(tiny_comp, fit_tiny):
+    """Fold 0 of the tiny competition, one epoch of test_resnet at 64 px: a map of some cells to look at."""
+    fit_tiny("e", img_size=64, batch_size=50, tta="none")
     return tiny_comp
 
 

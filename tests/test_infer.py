@@ -182,11 +182,8 @@ def test_rank_space_is_refused_for_a_metric_that_reads_probabilities(tiny_comp, 
                       "cpu")
 
 
-def test_every_oof_file_of_a_trained_fold_names_its_checkpoint(tiny_comp, project):
-    from kit.config import TrainConfig
-    from kit.train import fit_fold
-
-    r = fit_fold(TrainConfig(exp="m", fold=0, model="test_resnet", img_size=16, epochs=1, tta="auto"))
+def test_every_oof_file_of_a_trained_fold_names_its_checkpoint(tiny_fold):
+    r = tiny_fold
     files = sorted(r.dir.glob("oof*.csv"))
     assert len(files) == 6  # oof.csv and one per preset
     for f in files:

@@ -158,13 +158,10 @@ def test_load_torch_leaves_other_errors_alone(tmp_path):
         kit.io.load_torch(tmp_path / "missing.pt")
 
 
-def test_truncated_last_pt_stops_the_resume_with_the_file_and_the_fix(tiny_comp):
-    from kit.config import TrainConfig
-    from kit.train import fit_fold
-
-    r = fit_fold(TrainConfig(exp="cut", epochs=1, model="test_resnet", img_size=16, batch_size=32, tta="none"))
+def test_truncated_last_pt_stops_the_resume_with_the_file_and_the_fix(fit_tiny):
+    r = fit_tiny("cut", tta="none")
     last = r.dir / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while the disk filled up
     with pytest.raises(KitError, match=rf"{re.escape(str(last))} cannot be loaded: .*resume=False "
                                        r"\(kit run-folds --force\)"):
-        fit_fold(TrainConfig(exp="cut", epochs=1, model="test_resnet", img_size=16, batch_size=32, tta="none"))
+        fit_tiny("cut", tta="none")

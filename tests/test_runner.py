@@ -1,6 +1,5 @@
 """The fold runner: parallel worker processes, failures, resume after a kill, Ray, preflight checks."""
 
-import contextlib
 import json
 import os
 import random
@@ -234,6 +233,7 @@ def cli_flags(params: dict) -> list[str]:
     return [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
 
 
+@pytest.mark.slow  # runs a fold's notebook; the lock itself is tested fast in test_lock.py
 def test_a_fold_held_by_another_run_is_reported_busy_and_released_when_its_holder_dies(tiny_comp, project, capsys):
     from kit.lock import fold_lock
 
@@ -339,33 +339,3 @@ def test_killing_run_folds_leaves_no_worker_or_kernel_and_a_rerun_finishes(tiny_
     assert pd.read_csv(folder(project, "k", 0) / "history.csv")["epoch"].tolist() == list(range(1, 9))
     assert not processes_of(project)
 
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("platform", ["linux", "darwin"])  # darwin: the heartbeat used where prctl is missing
-def test_a_process_bound_by_lifetime_dies_when_its_parent_is_killed(platform):
-    child = (f"import sys, time; sys.platform = {platform!r}\n"
-             "from kit.lifetime import die_with_parent\n"
-             "die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(60)")
-    parent = ("import os, subprocess, sys, time\n"
-              f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], stdout=subprocess.PIPE, "
-              "text=True)\n"
-              "c.stdout.readline(); print(c.pid, flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        pid = int(proc.stdout.readline())
-        assert alive(pid)
-        proc.kill()
-        proc.wait()
-        deadline = time.time() + 3
-        while alive(pid) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not alive(pid)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)

@@ -45,7 +45,8 @@ def weights(path, key="model"):
 
 
 @pytest.mark.parametrize("extra", [{}, {"sam": "sam", "mixup": 0.4, "ema_decay": 0.9, "accum_steps": 2},
-                                   {"num_workers": 2, "augment": "medium"}])
+                                   pytest.param({"num_workers": 2, "augment": "medium"},  # loader processes: ~25 s
+                                                marks=pytest.mark.slow)])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monkeypatch, extra, interrupted_fit):
     cfg = dict(epochs=4, save_top=2, **TINY, **extra)
     fit_fold(TrainConfig(exp="straight", **cfg))

@@ -138,13 +138,11 @@ def test_multiscale_views_are_resampled_smoothly():
         assert torch.allclose(scaled[side], F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False))
 
 
-def test_oof_and_test_predictions_of_a_fold_run_in_the_same_precision(tiny_comp, monkeypatch):
+def test_oof_and_test_predictions_of_a_fold_run_in_the_same_precision(tiny_comp, fit_tiny, monkeypatch):
     """A fold trained with amp='bf16' on CPU: its OOF (fit_fold) and its test predictions (predict_fold)
     both run under bf16 autocast."""
     import kit.tta
-    from kit.config import TrainConfig
     from kit.infer import predict_fold
-    from kit.train import fit_fold
 
     seen = []
     real = kit.tta.predict_batch
@@ -154,8 +152,7 @@ def test_oof_and_test_predictions_of_a_fold_run_in_the_same_precision(tiny_comp,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(kit.tta, "predict_batch", spy)
-    r = fit_fold(TrainConfig(exp="p", epochs=1, amp="bf16", tta="none", model="test_resnet", img_size=16,
-                             batch_size=32))
+    r = fit_tiny("p", amp="bf16", tta="none")
     oof, seen[:] = list(seen), []
     predict_fold(r.dir, tiny_comp, "none", device="cpu")
     assert set(oof) == set(seen) == {torch.bfloat16}
