@@ -23,7 +23,7 @@ from .io import read_json
 from .lock import is_held
 from .metrics import lookup, metric_value
 from .paths import resolve
-from .rundir import CONFIG, HISTORY, is_complete, read_config, stale_reason
+from .rundir import CONFIG, HISTORY, is_complete, oof_targets, read_config, stale_reason
 
 FOLD = re.compile(r"fold(\d+)")
 
@@ -156,7 +156,7 @@ def n_folds_of(config: dict) -> int:
 def oof_scores(runs_dir, name: str, config: dict, metric: str) -> dict:
     folds = read_folds(folds_path(config["competition"], config.get("runs_dir")))
     candidates = load_tta_candidates(runs_dir, name, folds)
-    y = candidates[0].oof["target"].to_numpy()
+    y = oof_targets(candidates[0].oof, len(candidates[0].classes))  # a multi-label OOF holds '[0 3]' cells
     return {f"oof_{metric}_{e.tta}": metric_value(metric, y, e.probs) for e in candidates} | \
         {"checkpoints": list(candidates[0].checkpoints)}
 

@@ -195,3 +195,26 @@ def test_a_fold_fit_fold_trained_is_read_as_done(tiny_fold):
     assert (r["folds_done"], r["n_folds"], r["best_epochs"], r["model"], r["img_size"]) == (
         1, 3, [1, None, None], "test_resnet", 16)
     assert r["fold_seconds"] > 0 and r["notes"] == ["no OOF score until folds [1, 2] are done"]
+
+
+def test_a_multilabel_experiment_is_scored_on_its_label_matrix(project):
+    """Multi-label OOF targets are '[0 3]' cells: the board decodes them (rundir.oof_targets) as the blender does."""
+    from kit.competition import load_competition
+    from kit.demo import build_demo
+    from kit.folds import make_folds, write_folds
+    from kit.metrics import metric_value
+    from kit.ensemble import load_oof
+    from kit.rundir import oof_targets
+    from kit.train import fit_fold
+
+    build_demo("data", name="ml", n=60, size=16, task="multilabel")
+    comp = load_competition("ml")
+    write_folds(make_folds(comp, 2), folds_path(comp))
+    for k in (0, 1):
+        fit_fold(TrainConfig(comp="ml", exp="ml", fold=k, metric="f_beta:1", model="test_resnet", img_size=16,
+                             epochs=1, batch_size=32, tta="none"))
+    row = board().set_index("experiment").loc["ml"]
+    e = load_oof("runs", "ml", read_folds(folds_path(comp)))
+    y = oof_targets(e.oof, 10)
+    assert y.shape == (48, 10) and row["oof_f_beta:1_none"] == pytest.approx(metric_value("f_beta:1", y, e.probs))
+    assert row["folds_done"] == 2
