@@ -237,15 +237,17 @@ def cmd_notebook(a):
 
 def cmd_blend(a):
     from .blendconfig import BlendConfig
-    from .infer import blend_and_submit
+    from .infer import blend_and_submit, first_fold_config
 
-    config = BlendConfig(a.method, a.metric, a.space, a.power, a.rounds, a.fit_metric)
+    # the competition's metric: what the experiments were trained on, unless --metric says otherwise
+    metric = a.metric or (first_fold_config(a.exps, a.runs_dir).get("metric") if a.exps else "") or BlendConfig.metric
+    config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
                             a.device, a.submission_kind, a.batch_size, a.num_workers)
     if done.report:
         r = done.report
         print(r.scores.round(4).to_string(index=False))
-        print(f"blend OOF {a.metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
+        print(f"blend OOF {metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
     print(f"wrote {done.path} and {done.blend_path.name}")
 
 
@@ -421,16 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
                 where("comp", "data_dir", "runs_dir"))
     s.add_argument("--exps", default="", help="comma-separated experiment names")
     s.add_argument("--name", default="submission", help="submissions/<name>.csv and <name>.blend.json")
-    s.add_argument("--method", default="caruana", choices=["caruana", "slsqp", "mean"],
-                   help="caruana: ensemble selection on the metric; slsqp: weights fitted on log loss; mean")
-    s.add_argument("--metric", default="accuracy", help="accuracy, log_loss, macro_f1, or an sklearn scorer name")
-    s.add_argument("--space", default="prob", choices=["prob", "logit", "power", "rank"],
+    from .blendconfig import METHODS, SPACES, BlendConfig
+
+    b = BlendConfig()  # the flags' defaults and choices are the config's
+    s.add_argument("--method", default=b.method, choices=METHODS,
+                   help="caruana: ensemble selection (with replacement); slsqp: weights fitted on log loss; mean")
+    s.add_argument("--metric", default="",
+                   help="what the blend is reported in and the TTA chosen on (default: the metric the experiments "
+                        "were trained on): accuracy, log_loss, qwk, roc_auc, mean_col_auc, f_beta:<b>, map@<k>, "
+                        "module:function[:max|:min] or an sklearn scorer name")
+    s.add_argument("--space", default=b.space, choices=SPACES,
                    help="what the weights average: probabilities, log-probabilities, p ** --power, or ranks")
-    s.add_argument("--power", type=float, default=2.0, help="the exponent of the power space")
-    s.add_argument("--fit-metric", default="auto",
+    s.add_argument("--power", type=float, default=b.power, help="the exponent of the power space")
+    s.add_argument("--fit-metric", default=b.fit_metric,
                    help="what the weights are fitted on (auto: log loss; in rank space the metric); --metric is "
                         "what they are reported in")
-    s.add_argument("--rounds", type=int, default=50, help="caruana's selection rounds")
+    s.add_argument("--rounds", type=int, default=b.rounds, help="caruana's selection rounds")
     s.add_argument("--submission-kind", default="", choices=["", "auto", "label", "probability"],
                    help="a one-column target as labels or probabilities (default: auto, or the saved blend's)")
     s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed; "

@@ -322,15 +322,20 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
     return Submitted(c, sub, path, blend_path, spec, report)
 
 
+def first_fold_config(exps: list[str] | str, runs_dir: str | Path = "runs") -> dict:
+    """fold 0's config.json of the first experiment: how the blend's experiments were trained; {} before it
+    has one (the blend then refuses the unfinished experiment)."""
+    first = ([e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps))[:1]
+    folder = exp_dir(runs_dir, first[0]) / "fold0" if first else None
+    return read_config(folder) if folder and (folder / CONFIG).is_file() else {}
+
+
 def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str | Path = "data",
                         runs_dir: str | Path = "runs", metric: str = "") -> Competition:
     """The competition as the first experiment's training read it: its id and label columns and its task
     (an ordinal or multi-label override, or a task detected from the metric, decides the blend's decision and
-    the submission's form), from fold 0's config.json; detected afresh if that fold has none yet (the blend
-    then refuses the unfinished experiment)."""
-    first = ([e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps))[:1]
-    folder = exp_dir(runs_dir, first[0]) / "fold0" if first else None
-    cfg = read_config(folder) if folder and (folder / CONFIG).is_file() else {}
+    the submission's form), from fold 0's config.json (first_fold_config); detected afresh without one."""
+    cfg = first_fold_config(exps, runs_dir)
     if not cfg:
         return load_competition(comp, data_dir, metric=metric)
     return load_competition(comp, data_dir, cfg.get("id_col", ""), cfg.get("label_col", ""),

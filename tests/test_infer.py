@@ -428,3 +428,14 @@ def test_batch_size_and_workers_reach_the_test_loader_from_kit_blend(tiny_comp, 
     capsys.readouterr()
     assert main(["blend", "--exps", "m,n", "--device", "cpu", "--batch-size", "0"]) == 2
     assert "batch_size=0: test images per batch, a positive integer" in capsys.readouterr().err
+
+
+def test_kit_blend_reports_in_the_metric_the_experiments_were_trained_on_unless_told(tiny_comp, project, capsys):
+    two_experiments(tiny_comp, project)
+    cfg = project / "runs" / "m" / "fold0" / "config.json"
+    write_json({**read_json(cfg), "metric": "log_loss"}, cfg)  # fold 0 of the first experiment decides
+    assert main(["blend", "--exps", "m,n", "--name", "own", "--device", "cpu"]) == 0
+    assert read_json(project / "submissions" / "own.blend.json")["config"]["metric"] == "log_loss"
+    assert "blend OOF log_loss:" in capsys.readouterr().out
+    assert main(["blend", "--exps", "m,n", "--name", "told", "--metric", "macro_f1", "--device", "cpu"]) == 0
+    assert read_json(project / "submissions" / "told.blend.json")["config"]["metric"] == "macro_f1"
