@@ -60,7 +60,7 @@ def grade_predictions(probs: np.ndarray, classes: list, cut_points: list | None 
     """The predicted grade index per row: the argmax without cut points, else the grade the expected grade
     (sum_k p_k * grade_k) falls in between the cut points (kit.thresholds.apply_cut_points)."""
     probs = np.asarray(probs, dtype=np.float64)
-    if cut_points is None:
+    if cut_points is None or not len(cut_points):  # none fitted, or none beat the argmax
         return probs.argmax(1)
     cuts = np.asarray(cut_points, dtype=np.float64)
     if cuts.shape != (len(classes) - 1,) or np.any(np.diff(cuts) < 0):
@@ -88,7 +88,7 @@ def ordinal_scores(y: np.ndarray, probs: np.ndarray, classes: list, cut_points: 
     if y.ndim != 1 or len(y) != len(probs):
         raise KitError(f"ordinal_scores needs one grade index per row (shape ({len(probs)},)); got {y.shape}")
     ways = {"argmax": None, "expected grade, rounded": midpoints(classes).tolist()}
-    if cut_points is not None:
+    if cut_points is not None and len(cut_points):
         ways["cut points fitted on OOF"] = cut_points
     names = ["qwk"] + ([metric] if metric and metric != "qwk" else [])
     eye = np.eye(len(classes))
@@ -104,6 +104,10 @@ def decision_summary(blend: dict, metric: str) -> str:
     for key, what in DECISIONS.items():
         if blend.get(key) is None:
             continue
+        if not len(blend[key]):  # fit_decision keeps the argmax where no cut points beat it
+            return (f"no {what} beat the argmax on the blended OOF ({metric} {blend.get('oof_score', np.nan):.4f}): "
+                    f"the argmax decides; honest {blend.get('honest_score', np.nan):.4f} ± "
+                    f"{blend.get('honest_std', np.nan):.4f}")
         return (f"{what} fitted on the blended OOF ({metric}): in-sample {blend.get(f'{key}_oof_score', np.nan):.4f} "
                 f"(without them {blend.get('oof_score', np.nan):.4f}); honest, with {what} fitted on the other "
                 f"folds: {blend.get('honest_score', np.nan):.4f} ± {blend.get('honest_std', np.nan):.4f}")

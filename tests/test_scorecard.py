@@ -98,5 +98,14 @@ def test_decision_summary_names_the_fitted_decision_and_its_scores():
     line = decision_summary({"cut_points": [0.5, 1.5], "cut_points_oof_score": 0.9, "honest_score": 0.85,
                              "honest_std": 0.01}, "qwk")
     assert line.startswith("cut points") and "0.9000" in line and "0.8500 ± 0.0100" in line
+    line = decision_summary({"cut_points": [], "oof_score": 0.97, "honest_score": 0.96, "honest_std": 0.01}, "qwk")
+    assert line.startswith("no cut points beat the argmax") and "0.9700" in line
     assert decision_summary({"oof_score": 0.9}, "accuracy") == ""
     assert decision_summary(pd.Series({"thresholds": None}).to_dict(), "f_beta:1") == ""
+
+
+def test_a_blend_whose_argmax_won_is_shown_as_the_argmax():
+    p = np.array([[0.7, 0.0, 0.3], [0.1, 0.8, 0.1], [0.0, 0.2, 0.8]])
+    assert grade_predictions(p, GRADES, []).tolist() == [0, 1, 2]
+    assert ordinal_scores(np.array([0, 1, 2]), p, GRADES, [])["decision"].tolist() == ["argmax",
+                                                                                       "expected grade, rounded"]

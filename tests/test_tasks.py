@@ -155,7 +155,7 @@ def test_demo_task_end_to_end_through_the_runner(project, task):
     assert done.blend["task"] == task  # the training's task, not a multiclass detected afresh
     if task == "ordinal":
         cuts = done.blend["cut_points"]
-        assert len(cuts) == 9 and cuts == sorted(cuts) and "cut_points_oof_score" in done.blend
+        assert len(cuts) in (0, 9) and cuts == sorted(cuts) and "cut_points_oof_score" in done.blend  # 0: argmax won
     # the saved blend applied alone (what the Kaggle notebook does) writes the same submission
     again = blend_and_submit(task, blend_json=done.blend_path, name=f"{task}-again")
     pd.testing.assert_frame_equal(pd.read_csv(again.path, dtype=str), pd.read_csv(done.path, dtype=str))

@@ -89,3 +89,25 @@ def test_cut_points_use_the_grades_numeric_values():
     assert apply_cut_points(p, [1.5, 2.4], grades).argmax(1).tolist() == [2]
     with pytest.raises(KitError, match="numeric grades"):
         grade_values(["a", "b"])
+
+
+def test_cut_points_give_way_to_the_argmax_where_it_scores_higher():
+    """A confident model torn between distant grades: its expected grade lands between them, on a grade it
+    never meant, so no cuts beat the argmax; the decision is then no cut points, and applying it is the argmax."""
+    from kit.metrics import metric_value
+    from kit.thresholds import apply_decision, fit_decision
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 400)
+    p = np.full((400, 5), 0.001)
+    p[np.arange(400), y] = 0.7
+    p[np.arange(400), (y + 3) % 5] = 0.3  # a distant second guess drags the expected grade off
+    p /= p.sum(1, keepdims=True)
+    classes = [str(g) for g in range(5)]
+    assert fit_decision("cut_points", y, p, "qwk", classes) == []
+    np.testing.assert_array_equal(apply_decision("cut_points", p, [], classes), p)
+    honest, _ = honest_blend_score([p], y, np.arange(400) % 4, BlendConfig(metric="qwk"), "cut_points", classes)
+    assert honest == pytest.approx(metric_value("qwk", y, p))  # every fold kept the argmax: qwk is 1 here
+    # where cuts do win (the biased model of the test above), they are kept
+    yb, pb = ordinal_synthetic()
+    assert len(fit_decision("cut_points", yb, pb, "qwk", [str(g) for g in range(5)])) == 4
