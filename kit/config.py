@@ -107,6 +107,10 @@ class TrainConfig:
     weights: str = param("", "local checkpoint file (state_dict, kit or timm checkpoint, .safetensors), for "
                          "internet-off notebooks; a class-count mismatch keeps the backbone and starts a fresh head")
     img_size: int = param(0, "0: the native resolution of the model (224 when unknown)", ge=0)
+    ordinal_head: str = param("cumulative", "ordinal (and regression) tasks only, no effect on others: cumulative "
+                              "trains K-1 sigmoids P(grade > k) with BCE on the targets [y > k] (CORAL, the "
+                              "APTOS/PANDA binned BCE); softmax a softmax over the K grades with cross-entropy",
+                              choices=("cumulative", "softmax"))
     # training
     epochs: int = param(5, "training epochs", ge=1)
     batch_size: int = param(64, "images per micro-batch", ge=1)

@@ -54,15 +54,31 @@ def best_experiment(scores: pd.DataFrame, metric: str) -> str:
 
 
 def load_fold_model(folder: Path, device: torch.device):
-    """A fold's best.pt in eval mode, with the transform it was validated with and its classes."""
+    """A fold's best.pt in eval mode, with the transform it was validated with, its classes and its head's
+    activation (the head its config.json says it trained, kit.models.fold_head)."""
     from .augment import eval_transform
-    from .models import create_model
+    from .models import create_model, fold_head
     from .rundir import load_best, read_config
 
     ckpt, cfg = load_best(folder), read_config(folder)
-    model = create_model(ckpt["timm_name"], len(ckpt["classes"]))
+    n_outputs, activation = fold_head(cfg, len(ckpt["classes"]))
+    model = create_model(ckpt["timm_name"], n_outputs)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]), ckpt["classes"]
+    return (model.to(device).eval(), eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]), ckpt["classes"],
+            activation)
+
+
+def cam_target(category: int, activation: str):
+    """What Grad-CAM differentiates for a class: its logit (grad-cam's ClassifierOutputTarget) where the model has
+    an output per class; the grade's probability (kit.tta.ACTIVATIONS) for an ordinal cumulative head, whose K-1
+    outputs are P(grade > k), none of them a grade's own."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from .tta import ACTIVATIONS
+
+    if activation != "cumulative":
+        return ClassifierOutputTarget(category)
+    return lambda output: ACTIVATIONS[activation](output)[..., category]
 
 
 def target_layer(model: nn.Module, img_size: int, min_side: int = 4):
@@ -100,7 +116,6 @@ def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, exp: str, 
     import albumentations as A
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from .data import read_image
     from .device import pick_device
@@ -110,7 +125,7 @@ def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, exp: str, 
     for row in errors.itertuples():
         if row.fold not in models:
             models[row.fold] = load_fold_model(exp_dir(runs_dir, exp) / f"fold{row.fold}", dev)
-        model, transform, classes = models[row.fold]
+        model, transform, classes, activation = models[row.fold]
         image = read_image(row.path)
         x = torch.from_numpy(transform(image=image)["image"].transpose(2, 0, 1)).unsqueeze(0).to(dev)
         resized = A.Resize(*x.shape[-2:])(image=image)["image"]
@@ -118,7 +133,7 @@ def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, exp: str, 
         maps = []
         with GradCAM(model=model, target_layers=[layer], reshape_transform=as_map) as cam:
             for name in (row.predicted, row.true):
-                heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(classes.index(str(name)))])[0]
+                heat = cam(input_tensor=x, targets=[cam_target(classes.index(str(name)), activation)])[0]
                 maps.append(show_cam_on_image(resized.astype(np.float32) / 255, heat, use_rgb=True))
         out.append((resized, *maps))
     return out

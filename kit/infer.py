@@ -21,7 +21,7 @@ from .ensemble import (HONEST_LEAK, blend, check_compatible, fit_blend_weights, 
 from .folds import folds_path, read_folds
 from .io import read_json, write_json
 from .metrics import metric_value
-from .models import create_model
+from .models import create_model, fold_head
 from .paths import check_name, exp_dir, resolve
 from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, load_best, oof_targets, read_config, read_test_cache,
                      write_test_cache)
@@ -91,7 +91,7 @@ class FoldModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     dtype: torch.dtype | None  # autocast, as its OOF was predicted (kit.device.inference_dtype)
-    activation: str  # softmax, or sigmoid for a multi-label fold
+    activation: str  # its head's (kit.models.head_of): softmax, sigmoid (multi-label) or cumulative (ordinal)
 
     @property
     def input(self) -> tuple:
@@ -100,17 +100,18 @@ class FoldModel:
 
 
 def load_fold(fold_path: Path, classes: list[str], device: torch.device) -> FoldModel:
+    """The fold's best.pt with the head its config.json says it trained (kit.models.fold_head)."""
     cfg = read_config(fold_path)
     ckpt = load_best(fold_path)
     if ckpt["classes"] != classes:
         raise KitError(f"{fold_path / CHECKPOINT} was trained on classes {ckpt['classes']}, the competition has "
                        f"{classes}")
-    model = create_model(ckpt["timm_name"], len(ckpt["classes"]))
+    n_outputs, activation = fold_head(cfg, len(ckpt["classes"]))
+    model = create_model(ckpt["timm_name"], n_outputs)
     model.load_state_dict(ckpt["model"])
     model.to(device, memory_format=torch.channels_last if cfg.get("channels_last", True) else torch.preserve_format)
     return FoldModel(fold_path, model, ckpt["img_size"], tuple(cfg["mean"]), tuple(cfg["std"]),
-                     inference_dtype(cfg["amp_resolved"], device, source=str(fold_path / CONFIG)),
-                     "sigmoid" if cfg.get("task_resolved") == "multilabel" else "softmax")
+                     inference_dtype(cfg["amp_resolved"], device, source=str(fold_path / CONFIG)), activation)
 
 
 def predict_images(models: list[tuple[FoldModel, str]], paths, device: torch.device, batch_size: int = 128,

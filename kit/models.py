@@ -1,10 +1,13 @@
 """Models over timm: any timm name, EfficientNet presets as data, pretrained weights from the
-hub cache or from a local file (internet-off notebooks)."""
+hub cache or from a local file (internet-off notebooks); and the head a task trains (head_of): how many
+outputs, and the activation (kit.tta.ACTIVATIONS) that turns them into the probabilities everything downstream
+reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import timm
 import torch
@@ -42,6 +45,38 @@ def resolve_model(name: str, img_size: int = 0) -> tuple[str, int]:
         return name, img_size
     cfg = timm.get_pretrained_cfg(name) if "." in name else timm.models.get_pretrained_cfg(arch)
     return name, int(cfg.input_size[-1]) if cfg is not None else 224
+
+
+ORDINAL_TASKS = ("ordinal", "regression")  # integer grades, trained alike (kit.competition)
+
+
+def head_of(task: str, ordinal_head: str, n_classes: int) -> tuple[int, str]:
+    """(outputs of the model, its activation in kit.tta.ACTIVATIONS) for a task with n_classes classes (grades).
+
+    Multi-label: a sigmoid per class. Ordinal with ordinal_head='cumulative': K-1 sigmoids, output k
+    P(grade > grade_k), the cumulative link of CORAL and of the APTOS/PANDA "binned BCE" solutions (the grades'
+    order is in the targets, cumulative_targets); 'softmax' and every other task: a softmax over the classes.
+    ordinal_head is TrainConfig's (validated there)."""
+    if task == "multilabel":
+        return n_classes, "sigmoid"
+    if task in ORDINAL_TASKS and ordinal_head == "cumulative":
+        if n_classes < 2:
+            raise KitError(f"ordinal_head='cumulative' needs at least 2 grades, got {n_classes}; use "
+                           "ordinal_head='softmax'")
+        return n_classes - 1, "cumulative"
+    return n_classes, "softmax"
+
+
+def fold_head(config: Mapping, n_classes: int) -> tuple[int, str]:
+    """head_of for a fold as its config.json records it (task_resolved, ordinal_head): what test inference and
+    explain rebuild. A config written before ordinal_head existed trained a softmax."""
+    return head_of(config.get("task_resolved") or "multiclass", config.get("ordinal_head", "softmax"), n_classes)
+
+
+def cumulative_targets(y: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """(N,) grade indices -> (N, n_outputs) 0/1 targets of the cumulative head: t_k = [y > k]. Integer, as
+    multi-label targets are: label smoothing and mixup treat both alike (kit.train)."""
+    return (y.unsqueeze(-1) > torch.arange(n_outputs, device=y.device)).long()
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path = "") -> nn.Module:

@@ -6,11 +6,12 @@ monotone rescaling of each column (`apply_thresholds`) that puts the fitted thre
 consumer that cuts at 0.5 (kit.metrics.f_beta, the label-list submission) uses them unchanged, and ranking
 metrics (AUC) are untouched.
 
-An ordinal grade is predicted by a softmax over the grades (so mixup, label smoothing, TTA and the blend work
-on probabilities as for any class), decoded as the expected grade sum_k p_k * grade_k and cut into grades by
-cut points fitted on OOF (the APTOS/PANDA "optimized rounder"): the argmax ignores how far apart grades
-are, and QWK punishes a distant grade quadratically. `apply_cut_points` returns the one-hot matrix of the
-cut grade, so the metrics and the label submission (both read the argmax) use the cut unchanged.
+An ordinal grade is predicted as per-grade probabilities (the cumulative head's differences, or a softmax over
+the grades: kit.models.head_of), so TTA and the blend work on probabilities as for any class; decoded as the
+expected grade sum_k p_k * grade_k and cut into grades by cut points fitted on OOF (the APTOS/PANDA
+"optimized rounder"): the argmax ignores how far apart grades are, and QWK punishes a distant grade
+quadratically. `apply_cut_points` returns the one-hot matrix of the cut grade, so the metrics and the label
+submission (both read the argmax) use the cut unchanged.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from .device import amp_dtype, dtype_name, headless, inference_dtype, pick_devic
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .lock import fold_lock
 from .metrics import check_targets, lookup, metric_value, score
-from .models import create_model, resolve_model
+from .models import create_model, cumulative_targets, head_of, resolve_model
 from .paths import fold_dir, resolve
 from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
 from .sam import SAM, sam_update
@@ -99,13 +99,17 @@ class TrainState:
     rows: list = field(default_factory=list)  # history
     top: list = field(default_factory=list)  # [(score, epoch)] of the kept checkpoints, best first
     stale: int = 0  # epochs since the best one
-    multilabel: bool = False  # a sigmoid per class and BCE, not a softmax and cross-entropy
+    # the head (kit.models.head_of): softmax and cross-entropy; sigmoid (multi-label) or cumulative (ordinal, its
+    # targets [y > k]) and BCE
+    activation: str = "softmax"
+    n_outputs: int = 0  # the model's outputs: the classes, or the K-1 cumulative ones
 
     @classmethod
-    def build(cls, model: nn.Module, cfg: TrainConfig, batches_per_epoch: int, n_classes: int, device,
-              dtype, multilabel: bool = False) -> TrainState:
+    def build(cls, model: nn.Module, cfg: TrainConfig, batches_per_epoch: int, n_outputs: int, device,
+              dtype, activation: str = "softmax") -> TrainState:
         """Optimizer (SAM wrapper; plain steps when sam='off'), per-update cosine schedule, fp16 scaler, EMA,
-        mixup, for `model` (already on `device`)."""
+        mixup (of the loss's targets: one-hot classes, or 0/1 rows for the sigmoid heads), for `model` (already
+        on `device`) with n_outputs outputs and `activation` (head_of)."""
         if cfg.channels_last:  # NHWC helps on CPU too: oneDNN's convolutions (depthwise ones above all) prefer it;
             # bench/ measures it
             model = model.to(memory_format=torch.channels_last)
@@ -126,13 +130,11 @@ class TrainState:
         # resume-exact: it reads only the step.
         ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                      num_classes=n_classes, multi_label=multilabel) if cfg.mixup > 0 or cfg.cutmix > 0 else None
+                      num_classes=n_outputs, multi_label=activation != "softmax"
+                      ) if cfg.mixup > 0 or cfg.cutmix > 0 else None
         forward = torch.compile(model) if cfg.torch_compile else model
-        return cls(cfg, model, opt, sched, scaler, ema, mixup, device, dtype, forward, multilabel=multilabel)
-
-    @property
-    def activation(self) -> str:
-        return "sigmoid" if self.multilabel else "softmax"
+        return cls(cfg, model, opt, sched, scaler, ema, mixup, device, dtype, forward, activation=activation,
+                   n_outputs=n_outputs)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -173,12 +175,12 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         last = rundir.read_last(out, cfg.to_dict(), fold.meta) if cfg.resume else None
         if last is None:
             rundir.remove_run_outputs(out)
-        model = create_model(cfg.model, len(fold.classes), cfg.pretrained, cfg.weights).to(fold.device)
+        n_outputs, activation = head_of(fold.task, cfg.ordinal_head, len(fold.classes))
+        model = create_model(cfg.model, n_outputs, cfg.pretrained, cfg.weights).to(fold.device)
         mean, std = normalization(model)
         loaders = make_loaders(cfg, fold, mean, std)
         rundir.write_config(out, resolved(cfg, **fold.meta, skipped_images=loaders.skipped, mean=mean, std=std))
-        state = TrainState.build(model, cfg, len(loaders.train), len(fold.classes), fold.device, fold.dtype,
-                                 multilabel=fold.task == "multilabel")
+        state = TrainState.build(model, cfg, len(loaders.train), n_outputs, fold.device, fold.dtype, activation)
         if last is not None:
             state.load_state_dict(last)
             print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch + 1} from {out / rundir.LAST}")
@@ -332,7 +334,7 @@ def train_one_epoch(state: TrainState, loader) -> float:
 
     def loss_fn(m, x, t):
         out = m(x)
-        if state.multilabel:  # mixup's targets come smoothed already; 0/1 ones are smoothed towards 0.5
+        if state.activation != "softmax":  # mixup's targets come smoothed already; 0/1 ones are smoothed towards 0.5
             soft = t if t.is_floating_point() else t.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
             return F.binary_cross_entropy_with_logits(out, soft)
         return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
@@ -341,6 +343,8 @@ def train_one_epoch(state: TrainState, loader) -> float:
     batches = tqdm(loader, desc="train", leave=False, mininterval=2, disable=headless())
     for i, (x, t) in enumerate(batches):
         x, t = x.to(state.device, non_blocking=True), t.to(state.device, non_blocking=True)
+        if state.activation == "cumulative":  # grades -> [y > k]: mixup mixes these rows (ordinal distributions)
+            t = cumulative_targets(t, state.n_outputs)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if mixup is not None and len(x) > 1:

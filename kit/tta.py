@@ -2,7 +2,7 @@
 
 ttach's ClassificationTTAWrapper runs one forward per view and merges raw outputs; here the
 views of a batch are stacked (grouped by size) into forwards no larger than the loader's batch,
-and merged after softmax.
+and merged after the activation (ACTIVATIONS: the head's probabilities).
 """
 
 from __future__ import annotations
@@ -29,9 +29,24 @@ PRESETS: dict[str, list] = {
     "multiscale": [ttach.Scale(scales=[1, 0.875, 1.125], interpolation="bilinear", align_corners=False)],
 }
 MERGES = ("mean", "gmean", "logit_mean")
-# logits -> probabilities: softmax for one label per image, a sigmoid per class for multi-label (its rows do
-# not sum to one; only the 'mean' merge keeps that)
-ACTIVATIONS = {"softmax": lambda z: z.softmax(-1), "sigmoid": torch.sigmoid}
+
+
+def cumulative_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K-1) logits of P(grade > k) -> (N, K) per-grade probabilities.
+
+    s = sigmoid(logits) is made non-increasing along k by a running minimum (independent sigmoids can cross:
+    P(> 3) above P(> 2) would give grade 3 a negative probability); then p_0 = 1 - s_0, p_k = s_{k-1} - s_k,
+    p_{K-1} = s_{K-2}: the differences of [1, s, 0], non-negative, each row summing to one."""
+    s = torch.sigmoid(logits).cummin(-1).values
+    edge = s.new_ones(*s.shape[:-1], 1)
+    c = torch.cat([edge, s, torch.zeros_like(edge)], -1)  # P(grade > k) for k = -1 .. K-1
+    return c[..., :-1] - c[..., 1:]
+
+
+# logits -> probabilities, per head (kit.models.head_of); what validation, TTA (before views are merged), test
+# inference and explain apply: softmax for one label per image, a sigmoid per class for multi-label (its rows do
+# not sum to one; only the 'mean' merge keeps that), per-grade probabilities from an ordinal cumulative head
+ACTIVATIONS = {"softmax": lambda z: z.softmax(-1), "sigmoid": torch.sigmoid, "cumulative": cumulative_probs}
 # what tta="auto" tries on OOF, cheapest first: a tie goes to fewer views
 CANDIDATES = ("none", "hflip", "flips", "multiscale", "d4")
 

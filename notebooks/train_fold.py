@@ -20,6 +20,7 @@ model = 'test_efficientnet'  # any timm name, or a preset effnet_b0..effnet_b7 (
 pretrained = False  # pretrained weights from the timm/Hugging Face cache
 weights = ''  # local checkpoint file (state_dict, kit or timm checkpoint, .safetensors), for internet-off notebooks; a class-count mismatch keeps the backbone and starts a fresh head
 img_size = 0  # 0: the native resolution of the model (224 when unknown); at least 0
+ordinal_head = 'cumulative'  # ordinal (and regression) tasks only, no effect on others: cumulative trains K-1 sigmoids P(grade > k) with BCE on the targets [y > k] (CORAL, the APTOS/PANDA binned BCE); softmax a softmax over the K grades with cross-entropy; choices: cumulative, softmax
 epochs = 5  # training epochs; at least 1
 batch_size = 64  # images per micro-batch; at least 1
 accum_steps = 1  # micro-batches per optimizer update; effective batch: batch_size * accum_steps; at least 1

@@ -28,6 +28,19 @@ def tiny_comp(project):
     return load_competition("demo")
 
 
+@pytest.fixture
+def ordinal_comp(project):
+    """The ordinal demo 'ord' (the digit's value as a grade: 10 grades, scored by QWK), 60 images at 16 px, 2 folds."""
+    from kit.competition import load_competition
+    from kit.demo import build_demo
+    from kit.folds import folds_path, make_folds, write_folds
+
+    build_demo("data", name="ord", n=60, size=16, task="ordinal")
+    comp = load_competition("ord", metric="qwk")
+    write_folds(make_folds(comp, 2), folds_path(comp))
+    return comp
+
+
 # the tests' tiny training: one epoch of timm's smallest test ResNet on the tiny competition's 16 px images
 TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 32}
 

@@ -126,3 +126,26 @@ def test_cam_of_each_error_comes_from_the_fold_that_held_it_out(trained_fold, mo
                                                     "Grad-CAM: true 0 0.05"]
     fig = plots.error_grid(errors, cols=2)
     assert len([a for a in fig.axes if a.images]) == 3 and fig.axes[0].get_title() == "true 0\npred 1 0.90"
+
+
+def test_cam_of_an_ordinal_cumulative_fold_follows_each_grades_probability(ordinal_comp, project):
+    """A cumulative head has K-1 = 9 outputs and none per grade: the fold loads with them, and Grad-CAM
+    differentiates the grade's probability (kit.tta.ACTIVATIONS['cumulative']), grade 9 included."""
+    from kit.config import TrainConfig
+    from kit.explain import cam_target
+    from kit.train import fit_fold
+    from kit.tta import cumulative_probs
+
+    fit_fold(TrainConfig(comp="ord", exp="o", metric="qwk", model="test_resnet", img_size=64, epochs=1, batch_size=16,
+                         num_workers=0, tta="none"))
+    model, _, classes, activation = load_fold_model(project / "runs" / "o" / "fold0", torch.device("cpu"))
+    assert activation == "cumulative" and model.get_classifier().out_features == 9 and len(classes) == 10
+    z = torch.randn(9)
+    assert torch.allclose(cam_target(9, activation)(z), cumulative_probs(z[None])[0, 9])
+    assert cam_target(2, "softmax").category == 2  # a logit per class: grad-cam's ClassifierOutputTarget
+
+    rows = oof_rows(ordinal_comp)
+    errors = rows[rows["fold"] == 0].head(2).assign(true=["9", "0"], predicted=["0", "9"], probability=0.9,
+                                                    p_true=0.05).reset_index(drop=True)
+    maps = class_activation_maps(errors, "runs", "o", device="cpu")
+    assert len(maps) == 2 and all(m.shape == (64, 64, 3) for pair in maps for m in pair[1:])

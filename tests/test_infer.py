@@ -439,3 +439,16 @@ def test_kit_blend_reports_in_the_metric_the_experiments_were_trained_on_unless_
     assert "blend OOF log_loss:" in capsys.readouterr().out
     assert main(["blend", "--exps", "m,n", "--name", "told", "--metric", "macro_f1", "--device", "cpu"]) == 0
     assert read_json(project / "submissions" / "told.blend.json")["config"]["metric"] == "macro_f1"
+
+
+def test_an_ordinal_fold_from_before_ordinal_head_loads_as_the_softmax_it_trained(ordinal_comp, project):
+    """Its config.json has task_resolved='ordinal' and no ordinal_head: its best.pt has an output per grade and
+    its test predictions are the softmax of them, not a cumulative head rebuilt (9 outputs would not load)."""
+    classes = classes_of(ordinal_comp)
+    d = project / "runs" / "old" / "fold0"
+    fake_fold(d, classes)
+    write_json({**read_json(d / "config.json"), "task_resolved": "ordinal"}, d / "config.json")
+    p = predict_fold(d, ordinal_comp, "none", device="cpu", num_workers=0)
+    fold = kit.infer.load_fold(d, classes, torch.device("cpu"))
+    assert fold.activation == "softmax" and fold.model.get_classifier().out_features == 10
+    assert p.shape == (len(ordinal_comp.test), 10) and abs(p.sum(1) - 1).max() < 1e-6

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kit import KitError
-from kit.models import PRESETS, create_model, resolve_model
+from kit.models import PRESETS, create_model, cumulative_targets, fold_head, head_of, resolve_model
 
 
 def test_effnet_presets_carry_native_resolution():
@@ -52,3 +52,31 @@ def test_unavailable_pretrained_weights_name_both_options(monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     with pytest.raises(KitError, match=r"Hugging Face cache.*weights=/path/to/file.pth"):
         create_model("test_resnet", 3, pretrained=True)
+
+
+def test_the_head_of_each_task_and_ordinal_head():
+    """An ordinal (or integer regression) task trains K-1 cumulative outputs unless ordinal_head='softmax'; every
+    other task ignores ordinal_head."""
+    assert head_of("ordinal", "cumulative", 10) == (9, "cumulative")
+    assert head_of("regression", "cumulative", 5) == (4, "cumulative")
+    assert head_of("ordinal", "softmax", 10) == (10, "softmax")
+    for task in ("multiclass", "binary"):
+        assert head_of(task, "cumulative", 10) == (10, "softmax")
+    assert head_of("multilabel", "cumulative", 10) == (10, "sigmoid")
+    with pytest.raises(KitError, match="at least 2 grades"):
+        head_of("ordinal", "cumulative", 1)
+
+
+def test_a_fold_config_from_before_ordinal_head_rebuilds_a_softmax():
+    """config.json records task_resolved and ordinal_head; one without ordinal_head (an older kit) trained a
+    softmax over the grades, one without task_resolved a multiclass softmax."""
+    assert fold_head({"task_resolved": "ordinal", "ordinal_head": "cumulative"}, 10) == (9, "cumulative")
+    assert fold_head({"task_resolved": "ordinal"}, 10) == (10, "softmax")
+    assert fold_head({"task_resolved": "multilabel"}, 4) == (4, "sigmoid")
+    assert fold_head({}, 4) == (4, "softmax")
+
+
+def test_cumulative_targets_are_grade_above_k():
+    t = cumulative_targets(torch.tensor([0, 1, 3, 2]), 3)  # 4 grades, 3 outputs: t_k = [y > k]
+    assert t.tolist() == [[0, 0, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]]
+    assert not t.is_floating_point()  # smoothed by train_one_epoch as multi-label 0/1 targets are

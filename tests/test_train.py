@@ -310,3 +310,72 @@ def test_train_state_round_trips_every_part_through_its_state_dict():
     assert moments and all(torch.equal(a["exp_avg"], m) for a, m in zip(again["optimizer"]["base"]["state"].values(),
                                                                           moments))
     assert again["scheduler"] == saved["scheduler"]
+
+
+# ---- the ordinal head (kit.models.head_of): K-1 cumulative sigmoids or a softmax over the grades
+
+ORDINAL = dict(comp="ord", metric="qwk", model="test_resnet", img_size=16, epochs=1, batch_size=16, num_workers=0)
+
+
+@pytest.mark.parametrize("head, outputs", [("cumulative", 9), ("softmax", 10)])
+def test_an_ordinal_fold_trains_its_head_and_predicts_per_grade_probabilities(ordinal_comp, head, outputs):
+    """best.pt holds a head of K-1 = 9 outputs (cumulative) or 10 (softmax); the OOF and the test predictions are
+    10 per-grade probabilities summing to one either way, and a test prediction of the validation images is the
+    OOF (train and infer decode the head alike)."""
+    from kit.infer import load_fold, predict_fold, predict_images
+    from kit.rundir import read_config
+
+    r = fit_fold(TrainConfig(exp=head, ordinal_head=head, tta="hflip", **ORDINAL))
+    assert read_config(r.dir)["ordinal_head"] == head and read_config(r.dir)["task_resolved"] == "ordinal"
+    ckpt = torch.load(r.dir / "best.pt", weights_only=True)
+    assert ckpt["model"]["fc.weight"].shape[0] == outputs
+    grades = [str(g) for g in range(10)]
+    oof = pd.read_csv(r.dir / "oof.csv", dtype={"id": str})
+    p = oof[grades].to_numpy()
+    assert (p >= 0).all() and abs(p.sum(1) - 1).max() < 1e-6
+    test = predict_fold(r.dir, ordinal_comp, "hflip", device="cpu", num_workers=0)
+    assert test.shape == (len(ordinal_comp.test), 10) and (test >= 0).all() and abs(test.sum(1) - 1).max() < 1e-6
+    fold = load_fold(r.dir, grades, torch.device("cpu"))
+    paths = ordinal_comp.train.set_index("id").loc[oof["id"], "path"]
+    again = predict_images([(fold, "hflip")], paths, torch.device("cpu"), num_workers=0)[0]
+    assert abs(again - p).max() < 1e-5
+
+
+def test_a_task_that_is_not_ordinal_ignores_ordinal_head(fit_tiny):
+    r = fit_tiny("mc", ordinal_head="cumulative", num_workers=0, tta="none")
+    assert torch.load(r.dir / "best.pt", weights_only=True)["model"]["fc.weight"].shape[0] == 10
+
+
+def test_the_cumulative_head_trains_bce_on_smoothed_grade_above_k_targets_and_mixes_them(monkeypatch):
+    """Grades 0, 1, 3, 2 of 4 -> targets [y > k] smoothed towards 0.5 like multi-label ones; with mixup, a mix of
+    each row with the batch reversed (timm's multi-label mixup): still non-increasing rows, ordinal distributions."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from kit.models import create_model
+    from kit.train import TrainState, train_one_epoch
+
+    seen, real = [], F.binary_cross_entropy_with_logits
+
+    def spy(out, target, *a, **k):
+        seen.append(target.detach().clone())
+        return real(out, target, *a, **k)
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", spy)
+    y = torch.tensor([0, 1, 3, 2])
+    t = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.float32)
+    batch = [(torch.randn(4, 3, 16, 16), y)]
+
+    cfg = TrainConfig(model="test_resnet", label_smoothing=0.1)
+    train_one_epoch(TrainState.build(create_model("test_resnet", 3), cfg, 1, 3, torch.device("cpu"), None,
+                                     "cumulative"), batch)
+    assert seen and all(torch.allclose(s, t * 0.9 + 0.05) for s in seen)
+
+    seen.clear()
+    np.random.seed(0)  # timm draws the mix from numpy
+    cfg = TrainConfig(model="test_resnet", label_smoothing=0.0, mixup=1.0)
+    train_one_epoch(TrainState.build(create_model("test_resnet", 3), cfg, 1, 3, torch.device("cpu"), None,
+                                     "cumulative"), batch)
+    lam = 1 - seen[0][0, 0]  # row 0 (all zeros) mixed with row 3 ([1, 1, 0])
+    assert 0 < lam < 1 and torch.allclose(seen[0], lam * t + (1 - lam) * t.flip(0))
+    assert (seen[0][:, 1:] <= seen[0][:, :-1]).all()

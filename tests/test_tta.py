@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kit import KitError
-from kit.tta import PRESETS, merge, n_views, predict, predict_batch, views
+from kit.tta import ACTIVATIONS, PRESETS, cumulative_probs, merge, n_views, predict, predict_batch, views
 
 
 class Net(nn.Module):
@@ -205,3 +205,29 @@ def test_chunks_are_the_concatenation_split():
         got = list(chunks(iter(parts), size))
         assert [len(c) for c in got] == [len(c) for c in expected]
         assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_cumulative_probabilities_are_differences_of_the_monotone_sigmoids():
+    """Row 0: P(grade > k) = 0.8, 0.5, 0.2 -> per-grade 0.2, 0.3, 0.3, 0.2. Row 1 crosses (P(> 2) = 0.7 above
+    P(> 1) = 0.6): the running minimum makes it 0.6, so grade 2 gets 0, not -0.1."""
+    s = torch.tensor([[0.8, 0.5, 0.2], [0.9, 0.6, 0.7]], dtype=torch.float64)
+    p = cumulative_probs(torch.logit(s))
+    assert torch.allclose(p, torch.tensor([[0.2, 0.3, 0.3, 0.2], [0.1, 0.3, 0.0, 0.6]], dtype=torch.float64))
+    assert torch.allclose(p.sum(-1), torch.ones(2, dtype=torch.float64))
+    wild = cumulative_probs(torch.randn(64, 9) * 5)  # crossing sigmoids everywhere
+    assert wild.shape == (64, 10) and (wild >= 0).all() and torch.allclose(wild.sum(-1), torch.ones(64))
+    assert ACTIVATIONS["cumulative"] is cumulative_probs
+
+
+def test_tta_merges_the_per_grade_probabilities_of_the_views():
+    """The activation turns each view's K-1 outputs into K per-grade probabilities before the views are merged
+    (a mean of distributions), as for a softmax; not the outputs merged first."""
+    torch.manual_seed(0)
+    net = Net(k=3).eval()
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        got = predict_batch(net, x, "hflip", "mean", activation="cumulative")
+        views_ = [cumulative_probs(net(x)), cumulative_probs(net(x.flip(-1)))]
+    assert got.shape == (5, 4)
+    assert torch.allclose(got, (views_[0] + views_[1]) / 2, atol=1e-6)
+    assert torch.allclose(got.sum(-1), torch.ones(5), atol=1e-6)
