@@ -5,6 +5,7 @@ interpreter, the executed notebook kept. kit.runner runs one per fold; `kit note
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import logging
@@ -62,11 +63,29 @@ def kernel_config() -> Iterator:
     kernels that start together can race for a port. pyzmq has no IPC on Windows: TCP there."""
     from traitlets.config import Config
 
+    quiet = {"NotebookClient": {"kernel_manager_class": kernel_manager_class()}}  # papermill's kernels too
     if os.name != "posix":
-        yield Config()
+        yield Config(quiet)
         return
     with tempfile.TemporaryDirectory(prefix="kit-kernel-") as folder:
-        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}, **quiet})
+
+
+@functools.cache
+def kernel_manager_class() -> type:
+    """jupyter_client's KernelManager without the interrupt (SIGINT) it sends before every shutdown: an ipykernel
+    busy with a message when it arrives logs "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." into the
+    user's terminal (one in a `make demo` of 12 notebooks), though nothing went wrong. A kernel kit shuts down
+    has finished its notebook: there is nothing to interrupt, and kit's shutdowns kill it anyway (now=True) or
+    ask it to stop. Any other interrupt (a user's) is sent as before."""
+    from jupyter_client.manager import KernelManager
+
+    class QuietShutdownKernelManager(KernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
 
 
 def load_notebook(path: str | Path) -> nbformat.NotebookNode:
@@ -226,9 +245,7 @@ def started_kernel(notebook: str | Path, timeout: float = 60, **launch) -> Itera
     """A kernel for `notebook`, started as run_notebook starts one, for run_notebook(km=...) to run one notebook
     after another on (kit.runner: the folds of a slot, reset_kernel between them). launch: for Popen (stdout,
     stderr). Shut down when the block ends."""
-    from jupyter_client.manager import KernelManager
-
-    class Manager(KernelManager):  # keeps the clients it makes (papermill's too), to close them with the kernel
+    class Manager(kernel_manager_class()):  # keeps the clients it makes (papermill's too), to close them with the kernel
         def client(self, **kw):
             self.clients = [*getattr(self, "clients", []), super().client(**kw)]
             return self.clients[-1]
@@ -276,10 +293,8 @@ def reset_kernel(km, env: dict, timeout: float = 60) -> None:
 
 def check_kernel(timeout: float = 60) -> None:
     """Start and stop the kernel once, so a broken one is reported before any fold starts."""
-    from jupyter_client.manager import KernelManager
-
     with kernel_config() as config:
-        km = KernelManager(kernel_name=kernel_name(), config=config)
+        km = kernel_manager_class()(kernel_name=kernel_name(), config=config)
         try:
             km.start_kernel()
             kc = km.client()

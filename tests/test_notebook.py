@@ -181,3 +181,30 @@ def test_a_py_percent_notebook_round_trips_through_jupytext(nb_file):
     nb = load_notebook(nb_file)
     assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
     assert jupytext.writes(nb, fmt="py:percent").count("# %%") == 3
+
+
+def test_kits_kernels_get_no_interrupt_when_they_are_shut_down(monkeypatch, tmp_path):
+    """jupyter_client sends SIGINT before every shutdown; an ipykernel busy with a message then logs
+    "KeyboardInterrupt caught in kernel." into the user's terminal. kit's kernels skip it, a user's interrupt
+    still goes through, and papermill's kernels (run_notebook) get the same manager class."""
+    import signal
+
+    from jupyter_client.manager import KernelManager
+
+    from kit.notebook import kernel_config, kernel_manager_class, started_kernel
+
+    sent = []
+    real = KernelManager._async_signal_kernel
+
+    async def recording(self, signum):
+        sent.append((self.shutting_down, signum))
+        await real(self, signum)
+
+    monkeypatch.setattr(KernelManager, "_async_signal_kernel", recording)
+    nb = tmp_path / "n.py"
+    nb.write_text("# %% tags=['parameters']\nx = 1\n")
+    with started_kernel(nb) as km:
+        km.interrupt_kernel()  # a user's interrupt
+    assert sent[0] == (False, signal.SIGINT) and (True, signal.SIGINT) not in sent
+    with kernel_config() as config:
+        assert config.NotebookClient.kernel_manager_class is kernel_manager_class()
