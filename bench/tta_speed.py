@@ -1,6 +1,10 @@
-"""TTA speed, images/s: kit.tta.predict_batch (all 8 views of the D4 group stacked into one batched
-forward, merged after softmax) against ttach's ClassificationTTAWrapper (one forward per view), the
+"""TTA speed, images/s: kit.tta.predict_batch (the 8 views of the D4 group stacked and run in forwards of at
+most the batch, merged after softmax) against ttach's ClassificationTTAWrapper (one forward per view), the
 same model (eval mode, channels_last as fit_fold leaves it), batch and input.
+
+Since forwards are bounded by the batch (a Kaggle GPU must not get 8x the batch it was sized for), kit runs
+the same forwards as ttach: the target is parity (>= 0.95, the noise of interleaved rounds on 2 cores), not
+the 1.25x that one 8x-batch forward gave on this CPU before.
 
 Run: .venv/bin/python bench/tta_speed.py
 """
@@ -17,7 +21,7 @@ from common import CLASSES, Row, at_least, interleaved, timed
 MODEL = "effnet_b0"
 
 
-def main(device: str = "cpu", size: int = 64, batch: int = 32, batches: int = 3, rounds: int = 3) -> list[Row]:
+def main(device: str = "cpu", size: int = 64, batch: int = 32, batches: int = 3, rounds: int = 5) -> list[Row]:
     from kit.models import create_model
     from kit.tta import n_views, predict_batch
 
@@ -41,8 +45,8 @@ def main(device: str = "cpu", size: int = 64, batch: int = 32, batches: int = 3,
 
     v = interleaved({"kit": rate(lambda b: predict_batch(model, b, "d4")), "ttach": rate(wrapper)}, rounds)
     print({k: round(s, 1) for k, s in v.items()}, flush=True)
-    return [Row(f"B0 {size}px TTA, 8 views (d4): kit batched / ttach wrapper", f"{v['kit']:.1f} img/s",
-                f"{v['ttach']:.1f} img/s", *at_least(v["kit"] / v["ttach"], 1.0))]
+    return [Row(f"B0 {size}px TTA, 8 views (d4): kit (forwards bounded by the batch) / ttach wrapper",
+                f"{v['kit']:.1f} img/s", f"{v['ttach']:.1f} img/s", *at_least(v["kit"] / v["ttach"], 0.95))]
 
 
 if __name__ == "__main__":
