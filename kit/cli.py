@@ -237,17 +237,19 @@ def cmd_notebook(a):
 
 def cmd_blend(a):
     from .blendconfig import BlendConfig
-    from .infer import blend_and_submit, first_fold_config
+    from .infer import blend_and_submit, blend_metric
+    from .scorecard import decision_summary
 
-    # the competition's metric: what the experiments were trained on, unless --metric says otherwise
-    metric = a.metric or (first_fold_config(a.exps, a.runs_dir).get("metric") if a.exps else "") or BlendConfig.metric
+    metric = blend_metric(a.metric, a.exps, a.runs_dir)  # what the experiments were trained on, unless --metric
     config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
                             a.device, a.submission_kind, a.batch_size, a.num_workers)
     if done.report:
         r = done.report
         print(r.scores.round(4).to_string(index=False))
-        print(f"blend OOF {metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± {r.honest_std:.4f} honest")
+        decision = decision_summary(r.blend, metric)  # thresholds / cut points: the honest score includes them
+        print(decision or f"blend OOF {metric}: {r.oof_score:.4f} in-sample, {r.honest_score:.4f} ± "
+                          f"{r.honest_std:.4f} honest")
     print(f"wrote {done.path} and {done.blend_path.name}")
 
 

@@ -309,6 +309,16 @@ def training_changes(saved: dict, new: dict) -> dict[str, tuple]:
     """{name: (saved value, new value)} for each parameter that shapes training and differs.
 
     saved, new: full parameter dicts (a fold's config.json, TrainConfig.to_dict()); a name missing from
-    either side (a file from an older kit) is not compared: kit_version is checked separately."""
+    either side (a file from an older kit) is not compared, except those before_they_existed gives the value
+    that older kit trained with: kit_version is checked separately."""
     names = [f.name for f in fields(TrainConfig) if f.name not in RUNTIME_ONLY]
+    saved = {**before_they_existed(saved), **saved}
     return {n: (saved[n], new[n]) for n in names if n in saved and n in new and saved[n] != new[n]}
+
+
+def before_they_existed(saved: dict) -> dict:
+    """Training parameters added later, with the behaviour a config.json written before them had: an ordinal
+    fold trained before ordinal_head existed has a softmax head, so resuming it (or adding folds to its
+    experiment) with today's default 'cumulative' is another model, refused by name rather than by a
+    state_dict error. Other tasks ignore ordinal_head: an old multiclass fold stays comparable."""
+    return {"ordinal_head": "softmax"} if saved.get("task_resolved") in ("ordinal", "regression") else {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from scipy.stats import rankdata
 
 from . import KitError
 from .blendconfig import SPACES, BlendConfig
@@ -160,8 +162,8 @@ def to_space(p: np.ndarray, space: str, power: float = 2.0, multilabel: bool = F
         return np.log(np.clip(p, 1e-15, None))
     if space == "power":
         return np.power(p, power)
-    if space == "rank":  # each class column ranked over rows, scaled to [0, 1]
-        return (np.argsort(np.argsort(p, axis=0), axis=0) + 0.5) / len(p)
+    if space == "rank":  # each class column ranked over rows, scaled to [0, 1]; tied rows share their mean rank
+        return (rankdata(p, method="average", axis=0) - 0.5) / len(p)  # (an arbitrary order would move the AUC)
     raise KitError(f"unknown blend space {space!r}; choose one of {SPACES}")
 
 
@@ -369,4 +371,11 @@ def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: Ble
                                   classes)
             held_out = apply_decision(decision, held_out, fitted, classes)
         values.append(metric_value(metric, y[te], held_out))
-    return float(np.mean(values)), float(np.std(values))
+    undefined = [int(k) for k, v in zip(np.unique(fold), values) if not np.isfinite(v)]
+    if len(undefined) == len(values):
+        raise KitError(f"the honest {metric} is undefined on every held-out fold (e.g. QWK or AUC of a fold holding "
+                       "a single class): too few rows per fold for this metric")
+    if undefined:  # e.g. QWK of a fold whose rows all hold one grade: the mean of the others, said
+        logging.warning(f"honest {metric}: undefined on held-out fold(s) {undefined} (a single class there?); the "
+                        "score is the mean of the other folds")
+    return float(np.nanmean(values)), float(np.nanstd(values))

@@ -331,6 +331,12 @@ def first_fold_config(exps: list[str] | str, runs_dir: str | Path = "runs") -> d
     return read_config(folder) if folder and (folder / CONFIG).is_file() else {}
 
 
+def blend_metric(metric: str, exps: list[str] | str, runs_dir: str | Path = "runs") -> str:
+    """What a blend is reported in and its TTA chosen on: `metric` if given, else the metric the experiments
+    were trained on (fold 0 of the first), else BlendConfig's default. `kit blend` and the infer notebook."""
+    return metric or (first_fold_config(exps, runs_dir).get("metric") if exps else "") or BlendConfig.metric
+
+
 def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str | Path = "data",
                         runs_dir: str | Path = "runs", metric: str = "") -> Competition:
     """The competition as the first experiment's training read it: its id and label columns and its task
@@ -339,6 +345,11 @@ def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str |
     cfg = first_fold_config(exps, runs_dir)
     if not cfg:
         return load_competition(comp, data_dir, metric=metric)
+    names = [e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps)
+    tasks = {e: first_fold_config([e], runs_dir).get("task_resolved") for e in names}
+    if len({t for t in tasks.values() if t}) > 1:
+        raise KitError(f"the experiments were trained for different tasks ({tasks}); a blend averages one kind of "
+                       "prediction: blend the experiments of one task")
     return load_competition(comp, data_dir, cfg.get("id_col", ""), cfg.get("label_col", ""),
                             task=cfg.get("task_resolved") or cfg.get("task", "auto"), metric=cfg.get("metric", metric))
 

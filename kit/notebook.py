@@ -79,11 +79,25 @@ def kernel_manager_class() -> type:
     has finished its notebook: there is nothing to interrupt, and kit's shutdowns kill it anyway (now=True) or
     ask it to stop. Any other interrupt (a user's) is sent as before."""
     from jupyter_client.manager import KernelManager
+    from jupyter_client.utils import run_sync
 
     class QuietShutdownKernelManager(KernelManager):
+        # jupyter_client's own `shutting_down` stays set after a restart: a flag of ours, set only while a
+        # shutdown runs, lets a later user interrupt through
+        _kit_shutdown = False
+
+        async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            self._kit_shutdown = True
+            try:
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+            finally:
+                self._kit_shutdown = False
+
         async def _async_interrupt_kernel(self) -> None:
-            if not self.shutting_down:
+            if not self._kit_shutdown:
                 await super()._async_interrupt_kernel()
+
+        shutdown_kernel = run_sync(_async_shutdown_kernel)  # the base class binds its own coroutine
 
     return QuietShutdownKernelManager
 

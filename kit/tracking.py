@@ -20,6 +20,7 @@ resume a run, so it starts another run with the same name that logs the remainin
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import time
@@ -84,8 +85,16 @@ class Trackers:
                 t.log_artifact(path)
 
     def finish(self, status: str) -> None:
+        """Every tracker finished even when one fails (W&B's service process must not outlive the fold because
+        MLflow's store was locked); the first failure is raised after."""
+        errors = []
         for t in self.trackers:
-            t.finish(status)
+            try:
+                t.finish(status)
+            except Exception as e:  # noqa: BLE001 - each tracker gets its turn; the first error is raised
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 def open_trackers(cfg: TrainConfig, out: Path) -> Trackers:
@@ -96,10 +105,11 @@ def open_trackers(cfg: TrainConfig, out: Path) -> Trackers:
 
 
 @contextmanager
-def tracked(cfg: TrainConfig, out: Path, resume: bool) -> Iterator[Trackers]:
+def tracked(cfg: TrainConfig, out: Path, resume: bool, trackers: Trackers | None = None) -> Iterator[Trackers]:
     """The fold's runs, open for the `with` body and closed however it ends: an exception marks them failed,
-    a KeyboardInterrupt killed (a later resume continues an MLflow run)."""
-    trackers = open_trackers(cfg, out)
+    a KeyboardInterrupt killed (a later resume continues an MLflow run). trackers: opened before (fit_fold
+    opens them before it removes an older run's outputs, so a missing library stops it with nothing lost)."""
+    trackers = trackers or open_trackers(cfg, out)
     status = "failed"
     try:
         trackers.start(cfg.to_dict(), resume)  # in the try: a tracker that cannot start closes those that did
@@ -109,7 +119,12 @@ def tracked(cfg: TrainConfig, out: Path, resume: bool) -> Iterator[Trackers]:
         status = "killed"
         raise
     finally:
-        trackers.finish(status)
+        try:
+            trackers.finish(status)
+        except Exception as e:  # noqa: BLE001 - closing a run must not hide why training stopped
+            if status == "finished":
+                raise
+            logging.warning(f"tracking: closing the fold's runs as {status} failed too ({type(e).__name__}: {e})")
 
 
 def project_name(cfg: TrainConfig) -> str:
@@ -119,6 +134,24 @@ def project_name(cfg: TrainConfig) -> str:
 
 def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.exp}/fold{cfg.fold}"
+
+
+@contextmanager
+def store_lock(store: Path | None) -> Iterator[None]:
+    """An exclusive flock on our local store while a fold opens it: folds started together would each run
+    MLflow's first database migration on the new SQLite file (4 folds at once: 3 failed with "duplicate column
+    name" or "table already exists"). A server (track_uri) or a non-POSIX system takes care of itself."""
+    if store is None or os.name != "posix":
+        yield
+        return
+    import fcntl
+
+    with open(store / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class MLflowTracker:
@@ -166,8 +199,9 @@ class MLflowTracker:
 
         if self.store:
             self.store.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(self.uri)
-        experiment_id = self.experiment_id()
+        with store_lock(self.store):  # parallel folds: one creates the store's tables and the experiment
+            self.client = MlflowClient(self.uri)
+            experiment_id = self.experiment_id()
         earlier = self.unfinished(experiment_id) if resume else None
         if earlier is not None:  # its parameters are logged already (MLflow refuses to change one)
             self.run_id = earlier.info.run_id

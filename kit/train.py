@@ -169,6 +169,7 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         seed_everything(cfg.seed)
         set_threads(cfg.threads)
         fold = load_fold(cfg)
+        trackers = tracking.open_trackers(cfg, out)  # imports each library: a missing one stops before any removal
         rundir.remove_stale_temps(out)
         # before anything is written: a resume must continue the same training, a fresh start leaves nothing
         # of an older run behind (its checkpoints, OOF and cached test predictions would pass for this run's)
@@ -186,7 +187,7 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
             print(f"resuming {cfg.exp} fold {cfg.fold} at epoch {state.epoch + 1} from {out / rundir.LAST}")
 
         metric = f"val_{cfg.metric}"
-        with tracking.tracked(cfg, out, resume=last is not None) as tracker:  # nothing with track='off'
+        with tracking.tracked(cfg, out, last is not None, trackers) as tracker:  # nothing with track='off'
             bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} fold {cfg.fold}",
                        initial=state.epoch, total=cfg.epochs, mininterval=2, disable=headless())
             for epoch in bar:  # numbered from 1

@@ -21,7 +21,7 @@ data_dir = "data"
 runs_dir = "runs"
 exps = ["exp0"]
 method = "caruana"  # caruana, slsqp, mean
-metric = "accuracy"  # accuracy, log_loss, macro_f1, balanced_accuracy, or any sklearn scorer name
+metric = ""  # empty: the metric the experiments were trained on; accuracy, qwk, roc_auc, f_beta:2, map@5...
 space = "prob"  # prob, logit, power, rank
 power = 2.0
 rounds = 50  # caruana's selection rounds
@@ -38,8 +38,9 @@ blend_json = ""  # a saved blend: predict the test set with it and nothing else
 # %matplotlib inline
 from kit import board, eda, explain, plots, scorecard
 from kit.blendconfig import BlendConfig
-from kit.infer import blend_and_submit
+from kit.infer import blend_and_submit, blend_metric
 
+metric = blend_metric(metric, exps, runs_dir)  # as `kit blend` does
 config = BlendConfig(method, metric, space, power, rounds, fit_metric)
 done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind,
                         batch_size, num_workers)

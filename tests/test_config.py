@@ -185,3 +185,15 @@ def test_a_bad_model_name_stops_run_folds_before_any_fold_starts(tiny_comp, proj
     code = main(["run-folds", "--exp", "bad", "--folds", "0", "--notebook", str(notebook), "--model", "no_such_model"])
     assert code == 2 and "parameter model='no_such_model': unknown model" in capsys.readouterr().err
     assert not (project / "runs" / "bad").exists()
+
+
+def test_an_ordinal_fold_from_before_ordinal_head_counts_as_softmax():
+    """Its best.pt/last.pt has K outputs: resuming it with the cumulative head must be refused by name, not fail
+    in load_state_dict; an old multiclass fold, which ordinal_head never touched, stays comparable."""
+    from kit.config import training_changes
+
+    new = TrainConfig().to_dict()  # ordinal_head='cumulative'
+    old = {k: v for k, v in new.items() if k != "ordinal_head"}
+    assert training_changes({**old, "task_resolved": "ordinal"}, new) == {"ordinal_head": ("softmax", "cumulative")}
+    assert training_changes({**old, "task_resolved": "multiclass"}, new) == {}
+    assert training_changes({**old, "task_resolved": "ordinal"}, {**new, "ordinal_head": "softmax"}) == {}

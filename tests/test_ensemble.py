@@ -378,3 +378,30 @@ def test_multilabel_blend_weights_favour_the_good_model_and_drop_noise(method, s
     assert metric_value("log_loss", y, blended) <= metric_value("log_loss", y, preds[0]) + 1e-9
     honest, _ = honest_blend_score(preds, y, np.arange(len(y)) % 5, config)
     assert honest > metric_value("mean_col_auc", y, preds[1])
+
+
+def test_rank_space_keeps_the_auc_of_a_model_with_tied_scores():
+    """Tied rows share their mean rank: an arbitrary order among them (argsort of argsort) moved the AUC."""
+    from kit.metrics import metric_value
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p1 = np.round(np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1), 1)  # coarse: many ties
+    p = np.stack([1 - p1, p1], 1)
+    ranked = blend([p], np.ones(1), BlendConfig(metric="roc_auc", space="rank"))
+    assert metric_value("roc_auc", y, ranked) == pytest.approx(metric_value("roc_auc", y, p), abs=1e-12)
+    ym = (rng.random((300, 3)) < 0.4).astype(int)
+    pm = np.round(rng.random((300, 3)) * 0.6 + 0.4 * ym, 1)
+    ranked = blend([pm], np.ones(1), BlendConfig(metric="mean_col_auc", space="rank"), multilabel=True)
+    assert metric_value("mean_col_auc", ym, ranked) == pytest.approx(metric_value("mean_col_auc", ym, pm), abs=1e-12)
+
+
+def test_honest_score_skips_a_fold_where_the_metric_is_undefined_and_says_so(caplog):
+    y = np.array([0, 1, 2, 0, 1, 2, 1, 1, 1])
+    p = np.eye(3)[y] * 0.8 + 0.2 / 3
+    fold = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])  # fold 2 holds one grade: its QWK is undefined
+    with caplog.at_level("WARNING"):
+        honest, _ = honest_blend_score([p], y, fold, BlendConfig(metric="qwk"))
+    assert honest == pytest.approx(1.0) and "undefined on held-out fold(s) [2]" in caplog.text
+    with pytest.raises(KitError, match="undefined on every held-out fold"):
+        honest_blend_score([p], y, y, BlendConfig(metric="qwk"))  # every fold one grade

@@ -452,3 +452,13 @@ def test_an_ordinal_fold_from_before_ordinal_head_loads_as_the_softmax_it_traine
     fold = kit.infer.load_fold(d, classes, torch.device("cpu"))
     assert fold.activation == "softmax" and fold.model.get_classifier().out_features == 10
     assert p.shape == (len(ordinal_comp.test), 10) and abs(p.sum(1) - 1).max() < 1e-6
+
+
+def test_experiments_trained_for_different_tasks_are_not_blended(tiny_comp, project):
+    two_experiments(tiny_comp, project)
+    for exp, task in (("m", "multiclass"), ("n", "ordinal")):
+        cfg = project / "runs" / exp / "fold0" / "config.json"
+        write_json({**read_json(cfg), "task_resolved": task}, cfg)
+    with pytest.raises(KitError, match="trained for different tasks"):
+        blend_and_submit("demo", ["m", "n"], BlendConfig(), device="cpu")
+    assert not (project / "submissions" / "submission.csv").exists()

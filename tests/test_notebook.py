@@ -208,3 +208,27 @@ def test_kits_kernels_get_no_interrupt_when_they_are_shut_down(monkeypatch, tmp_
     assert sent[0] == (False, signal.SIGINT) and (True, signal.SIGINT) not in sent
     with kernel_config() as config:
         assert config.NotebookClient.kernel_manager_class is kernel_manager_class()
+
+
+def test_a_user_interrupt_after_a_restart_still_reaches_the_kernel(monkeypatch, tmp_path):
+    import signal
+
+    from jupyter_client.manager import KernelManager
+
+    from kit.notebook import started_kernel
+
+    sent = []
+    real = KernelManager._async_signal_kernel
+
+    async def recording(self, signum):
+        sent.append(signum)
+        await real(self, signum)
+
+    monkeypatch.setattr(KernelManager, "_async_signal_kernel", recording)
+    nb = tmp_path / "n.py"
+    nb.write_text("# %% tags=['parameters']\nx = 1\n")
+    with started_kernel(nb) as km:
+        km.restart_kernel(now=True)  # a shutdown inside: no interrupt
+        assert signal.SIGINT not in sent
+        km.interrupt_kernel()  # jupyter's own shutting_down flag stays set after a restart; ours does not
+    assert sent.count(signal.SIGINT) == 1

@@ -152,3 +152,68 @@ def test_a_missing_library_names_the_extra_to_install_before_anything_is_written
     with pytest.raises(KitError, match=message):
         open_trackers(TrainConfig(track=track), project / "runs/t/fold0")
     assert not any((project / "runs").iterdir())
+
+
+PARALLEL_OPEN = """
+import sys
+from pathlib import Path
+from kit.config import TrainConfig
+from kit.tracking import tracked
+cfg = TrainConfig(comp="demo", exp="p", fold=int(sys.argv[1]), runs_dir=sys.argv[2], track="mlflow")
+out = Path(sys.argv[2]) / "p" / f"fold{sys.argv[1]}"
+out.mkdir(parents=True)
+with tracked(cfg, out, False) as t:
+    t.log_epoch(1, {"train_loss": 1.0})
+"""
+
+
+@pytest.mark.slow
+def test_folds_started_together_share_a_new_mlflow_store(tmp_path):
+    """Four folds opening the same new SQLite store at once: without the store lock, three died in MLflow's
+    first migration ('duplicate column name', 'table already exists')."""
+    import subprocess
+
+    runs = tmp_path / "runs"
+    procs = [subprocess.Popen([sys.executable, "-c", PARALLEL_OPEN, str(k), str(runs)], stderr=subprocess.PIPE,
+                              text=True) for k in range(4)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    runs_logged = the_runs(mlflow_client(runs / ".mlflow/mlflow.db"))
+    assert sorted(r.info.run_name for r in runs_logged) == [f"p/fold{k}" for k in range(4)]
+    assert {r.info.status for r in runs_logged} == {"FINISHED"}
+
+
+class Recorder:
+    def __init__(self, fails=False):
+        self.fails, self.finished = fails, None
+
+    def start(self, params, resume):
+        pass
+
+    def finish(self, status):
+        self.finished = status
+        if self.fails:
+            raise RuntimeError("database is locked")
+
+
+def test_every_tracker_is_finished_when_one_fails_and_training_errors_are_not_hidden(monkeypatch):
+    from kit.tracking import Trackers, tracked
+
+    first, second = Recorder(fails=True), Recorder()
+    with pytest.raises(RuntimeError, match="locked"):
+        Trackers([first, second]).finish("finished")
+    assert second.finished == "finished"  # W&B still closed (and its service process ended)
+    monkeypatch.setattr("kit.tracking.open_trackers", lambda cfg, out: Trackers([Recorder(fails=True)]))
+    with pytest.raises(KitError, match="out of memory"):  # the training's error, not the tracker's
+        with tracked(TrainConfig(), Path("."), False):
+            raise KitError("out of memory")
+
+
+def test_a_forced_rerun_with_a_missing_library_keeps_the_older_run(tiny_comp, project, monkeypatch):
+    """fit_fold imports the trackers before a fresh start removes the older run's outputs."""
+    first = fit_fold(TrainConfig(exp="t", epochs=1, **TINY))
+    best = (first.dir / "best.pt").read_bytes()
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(KitError, match="needs the wandb package"):
+        fit_fold(TrainConfig(exp="t", epochs=1, resume=False, track="wandb", **TINY))
+    assert (first.dir / "best.pt").read_bytes() == best and (first.dir / "oof.csv").is_file()
