@@ -146,7 +146,7 @@ def store_lock(store: Path | None) -> Iterator[None]:
         return
     import fcntl
 
-    with open(store / ".lock", "a") as f:
+    with open(store / "store.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
