@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import KitError
-from .config import RUNTIME_ONLY, TrainConfig, training_changes
+from .config import RUNTIME_ONLY, TrainConfig, other_trainings
 from .ensemble import load_tta_candidates
 from .folds import folds_path, read_folds
 from .io import read_json
@@ -107,14 +107,6 @@ def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None)
     else:
         notes.insert(0, f"no OOF score until folds {missing} are done")
     return row | {"notes": notes}
-
-
-def other_trainings(configs: dict[int, dict]) -> dict[int, dict]:
-    """{fold: its training_changes against the first fold's config} for the folds trained with other parameters
-    (runtime-only ones such as threads do not count): the blender refuses such a mixed experiment
-    (kit.ensemble.check_one_training), so the board neither counts those folds as done nor scores the OOF."""
-    first = next(iter(configs.values()), {})
-    return {k: c for k, cfg in configs.items() if (c := training_changes(first, cfg))}
 
 
 def fold_note(folder: Path) -> str:

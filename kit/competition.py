@@ -27,6 +27,7 @@ KAGGLE_INPUT = Path("/kaggle/input")
 OTHER_SEPARATORS = (";", "\t", "|")  # what a one-column header holds when the file is not comma-separated
 SAMPLE_NEEDS = "an id column and the target column(s)"
 TASKS = ("auto", "multiclass", "binary", "multilabel", "ordinal", "regression")
+ORDINAL_TASKS = ("ordinal", "regression")  # integer grades, trained and decided alike
 ORDINAL_METRICS = ("qwk",)  # a numeric grade scored by one of these is an ordinal task
 LIST_SEPARATORS = (" ", "|", ",", ";")  # what joins the labels of a multi-label cell ('cloudy primary')
 
@@ -156,7 +157,7 @@ def _load_kaggle(root: Path, id_col: str, label_col: str, group_col: str, task: 
             raise KitError(f"{source}: column {col!r} is empty in {len(rows)} row(s), "
                            f"first at row(s) {[r + 2 for r in rows[:5]]} (file line numbers); fill or drop them")
     task = detect_task(table[label_col], metric) if task == "auto" else task
-    if task in ("ordinal", "regression"):
+    if task in ORDINAL_TASKS:
         _check_grades(table[label_col], source, label_col, task)
     train = _train_table(root, table, source, id_col, table[label_col], group_col)
     test = _load_test(root, sample, id_col, stripped)

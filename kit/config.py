@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import KitError, __version__
+from .competition import ORDINAL_TASKS, TASKS
 
 
 def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, check=None):
@@ -97,7 +98,7 @@ class TrainConfig:
     label_col: str = param("", "train.csv's label column; empty: auto-detect (label, target, class...)")
     task: str = param("auto", "what is predicted; auto: from train.csv and sample_submission.csv (one label, a "
                       "label list or 0/1 columns per class, a numeric grade with an ordinal metric)",
-                      choices=("auto", "multiclass", "binary", "multilabel", "ordinal", "regression"))
+                      choices=TASKS)
     on_bad_image: str = param("error", "unreadable images: error stops with their list, skip leaves them out",
                               choices=("error", "skip"))
     # model
@@ -316,9 +317,18 @@ def training_changes(saved: dict, new: dict) -> dict[str, tuple]:
     return {n: (saved[n], new[n]) for n in names if n in saved and n in new and saved[n] != new[n]}
 
 
+def other_trainings(configs: Mapping[int, dict]) -> dict[int, dict]:
+    """{fold: its training_changes against the first fold's config} for the folds of an experiment trained with
+    other parameters (runtime-only ones such as threads do not count): the blender refuses such a mixed
+    experiment (kit.ensemble.check_one_training), and the board neither counts those folds as done nor scores
+    the OOF."""
+    first = next(iter(configs.values()), {})
+    return {k: c for k, cfg in configs.items() if (c := training_changes(first, cfg))}
+
+
 def before_they_existed(saved: dict) -> dict:
     """Training parameters added later, with the behaviour a config.json written before them had: an ordinal
     fold trained before ordinal_head existed has a softmax head, so resuming it (or adding folds to its
     experiment) with today's default 'cumulative' is another model, refused by name rather than by a
     state_dict error. Other tasks ignore ordinal_head: an old multiclass fold stays comparable."""
-    return {"ordinal_head": "softmax"} if saved.get("task_resolved") in ("ordinal", "regression") else {}
+    return {"ordinal_head": "softmax"} if saved.get("task_resolved") in ORDINAL_TASKS else {}

@@ -9,7 +9,7 @@ from PIL import Image
 from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
 from . import KitError
-from .competition import sort_classes
+from .competition import ORDINAL_TASKS, sort_classes
 
 
 def image_stats(paths, desc: str = "image headers") -> pd.DataFrame:
@@ -91,7 +91,7 @@ def label_counts(comp) -> pd.DataFrame:
         images = np.asarray(comp.label_matrix).sum(0)
         return pd.DataFrame({"label": list(comp.classes), "images": images,
                              "share": (images / len(comp.label_matrix)).round(4)})
-    if comp.task in ("ordinal", "regression"):
+    if comp.task in ORDINAL_TASKS:
         return grade_counts(comp.train)
     return class_counts(comp.train)
 

@@ -16,7 +16,7 @@ from .blendconfig import SPACES, BlendConfig
 from .folds import folds_hash
 from .metrics import log_loss, metric_value, score
 from .paths import exp_dir
-from .config import training_changes
+from .config import other_trainings
 from .rundir import (OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, oof_targets, read_config,
                      read_oof)
 from .thresholds import apply_decision, fit_decision
@@ -83,7 +83,7 @@ def check_one_training(exp_path: Path, n_folds: int) -> None:
     fold's config.json): folds retrained with other ones (run-folds --folds 0,2 --force -p lr=...) are
     another model, and one experiment's OOF and test predictions must be one model's."""
     configs = [read_config(exp_path / f"fold{k}") for k in range(n_folds)]
-    names = sorted({n for c in configs[1:] for n in training_changes(configs[0], c)})
+    names = sorted({n for changes in other_trainings(dict(enumerate(configs))).values() for n in changes})
     if not names:
         return
     groups: dict[str, list[int]] = {}

@@ -156,7 +156,7 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
 
     The honest score repeats the TTA choice and the weight fit on the other folds for each held-out fold;
     what it cannot hold out (each fold's best epoch) is said in BlendReport.honest_leak and blend.json."""
-    exps = [e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps)
+    exps = exp_names(exps)
     if not exps:
         raise KitError("no experiments to blend; pass exps=['exp_a', 'exp_b']")
     metric = config.metric
@@ -323,12 +323,22 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
     return Submitted(c, sub, path, blend_path, spec, report)
 
 
+def exp_names(exps: list[str] | str) -> list[str]:
+    """Experiment names from a list or 'a,b' (kit blend --exps)."""
+    return [e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps)
+
+
+def fold0_config(exp: str, runs_dir: str | Path = "runs") -> dict:
+    """fold 0's config.json of `exp`: how the experiment was trained; {} before it has one (the blend then
+    refuses the unfinished experiment)."""
+    folder = exp_dir(runs_dir, exp) / "fold0"
+    return read_config(folder) if (folder / CONFIG).is_file() else {}
+
+
 def first_fold_config(exps: list[str] | str, runs_dir: str | Path = "runs") -> dict:
-    """fold 0's config.json of the first experiment: how the blend's experiments were trained; {} before it
-    has one (the blend then refuses the unfinished experiment)."""
-    first = ([e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps))[:1]
-    folder = exp_dir(runs_dir, first[0]) / "fold0" if first else None
-    return read_config(folder) if folder and (folder / CONFIG).is_file() else {}
+    """fold0_config of the first experiment: how the blend's experiments were trained."""
+    names = exp_names(exps)
+    return fold0_config(names[0], runs_dir) if names else {}
 
 
 def blend_metric(metric: str, exps: list[str] | str, runs_dir: str | Path = "runs") -> str:
@@ -341,12 +351,12 @@ def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str |
                         runs_dir: str | Path = "runs", metric: str = "") -> Competition:
     """The competition as the first experiment's training read it: its id and label columns and its task
     (an ordinal or multi-label override, or a task detected from the metric, decides the blend's decision and
-    the submission's form), from fold 0's config.json (first_fold_config); detected afresh without one."""
-    cfg = first_fold_config(exps, runs_dir)
+    the submission's form), from fold 0's config.json (fold0_config); detected afresh without one."""
+    configs = {e: fold0_config(e, runs_dir) for e in exp_names(exps)}
+    cfg = next(iter(configs.values()), {})
     if not cfg:
         return load_competition(comp, data_dir, metric=metric)
-    names = [e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps)
-    tasks = {e: first_fold_config([e], runs_dir).get("task_resolved") for e in names}
+    tasks = {e: c.get("task_resolved") for e, c in configs.items()}
     if len({t for t in tasks.values() if t}) > 1:
         raise KitError(f"the experiments were trained for different tasks ({tasks}); a blend averages one kind of "
                        "prediction: blend the experiments of one task")

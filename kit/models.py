@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import KitError
+from .competition import ORDINAL_TASKS
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,6 @@ def resolve_model(name: str, img_size: int = 0) -> tuple[str, int]:
         return name, img_size
     cfg = timm.get_pretrained_cfg(name) if "." in name else timm.models.get_pretrained_cfg(arch)
     return name, int(cfg.input_size[-1]) if cfg is not None else 224
-
-
-ORDINAL_TASKS = ("ordinal", "regression")  # integer grades, trained alike (kit.competition)
 
 
 def head_of(task: str, ordinal_head: str, n_classes: int) -> tuple[int, str]:

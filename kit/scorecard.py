@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 
 from . import KitError
 from .metrics import metric_value, parse_number
-from .thresholds import apply_cut_points, grade_values
+from .thresholds import apply_cut_points, grade_values, midpoints
 
 DECISIONS = {"thresholds": "per-class thresholds", "cut_points": "cut points"}  # blend.json key -> what it is
 
@@ -50,12 +50,6 @@ def class_thresholds(y: np.ndarray, probs: np.ndarray, classes: list, thresholds
                          "auc": [auc(j) for j in range(len(classes))], "support": y.sum(0).astype(int)})
 
 
-def midpoints(classes: list) -> np.ndarray:
-    """The cut points of plain rounding: halfway between neighbouring grades."""
-    g = grade_values(classes)
-    return (g[:-1] + g[1:]) / 2
-
-
 def grade_predictions(probs: np.ndarray, classes: list, cut_points: list | None = None) -> np.ndarray:
     """The predicted grade index per row: the argmax without cut points, else the grade the expected grade
     (sum_k p_k * grade_k) falls in between the cut points (kit.thresholds.apply_cut_points)."""
@@ -71,7 +65,7 @@ def grade_predictions(probs: np.ndarray, classes: list, cut_points: list | None 
 
 def cut_points_table(cut_points: list, classes: list) -> pd.DataFrame:
     """Each cut point beside plain rounding's (the midpoint): between which grades, where, and how far it moved."""
-    mid = midpoints(classes)
+    mid = midpoints(grade_values(classes))
     cuts = np.asarray(cut_points, dtype=np.float64)
     if cuts.shape != mid.shape:
         raise KitError(f"{cuts.size} cut points for {len(classes)} grades; expected {mid.size}")
@@ -87,7 +81,7 @@ def ordinal_scores(y: np.ndarray, probs: np.ndarray, classes: list, cut_points: 
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(probs):
         raise KitError(f"ordinal_scores needs one grade index per row (shape ({len(probs)},)); got {y.shape}")
-    ways = {"argmax": None, "expected grade, rounded": midpoints(classes).tolist()}
+    ways = {"argmax": None, "expected grade, rounded": midpoints(grade_values(classes)).tolist()}
     if cut_points is not None and len(cut_points):
         ways["cut points fitted on OOF"] = cut_points
     names = ["qwk"] + ([metric] if metric and metric != "qwk" else [])

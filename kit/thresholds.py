@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import KitError
+from .competition import ORDINAL_TASKS
 from .metrics import lookup, score
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # candidate thresholds per class
@@ -64,6 +65,11 @@ def grade_values(classes: list) -> np.ndarray:
                        "task='multiclass'") from None
 
 
+def midpoints(grades: np.ndarray) -> np.ndarray:
+    """The cut points of plain rounding of the expected grade: halfway between neighbouring grades."""
+    return (grades[:-1] + grades[1:]) / 2
+
+
 def expected_grade(p: np.ndarray, grades: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     return (p / p.sum(1, keepdims=True)) @ grades
@@ -86,7 +92,7 @@ def fit_cut_points(y: np.ndarray, p: np.ndarray, grades: np.ndarray, metric: str
         raise KitError(f"cut points are for ordinal grades (class indices, shape (N,)); got shape {y.shape}")
     e = expected_grade(p, grades)
     eye = np.eye(len(grades))
-    cuts = (grades[:-1] + grades[1:]) / 2
+    cuts = midpoints(grades)
 
     def value(c):
         return score(metric, y, eye[np.searchsorted(c, e, side="right")])
@@ -111,7 +117,7 @@ def decision_kind(task: str, metric: str) -> str:
     m = lookup(metric)
     if task == "multilabel" and metric.startswith("f_beta:"):
         return "thresholds"
-    if task in ("ordinal", "regression") and not m.ranking and metric not in LABEL_FREE:
+    if task in ORDINAL_TASKS and not m.ranking and metric not in LABEL_FREE:
         return "cut_points"
     return ""
 
