@@ -13,6 +13,7 @@ from kit.config import TrainConfig
 from kit.ensemble import load_oof
 from kit.folds import folds_path, read_folds
 from kit.metrics import metric_value
+from kit.paths import comp_runs
 from kit.train import fit_fold
 
 BASE = dict(model=sys.argv[1] if len(sys.argv) > 1 else "test_efficientnet", img_size=32, epochs=12, lr=3e-3)
@@ -29,7 +30,7 @@ for name, extra in VARIANTS.items():
     t0 = time.time()
     for k in range(int(folds["fold"].max()) + 1):
         fit_fold(TrainConfig(exp=exp, fold=k, resume=False, **BASE, **extra))
-    e = load_oof("runs", exp, folds)
+    e = load_oof(comp_runs("runs", "demo"), exp, folds)
     y = e.oof["target"].to_numpy()
     rows.append({"variant": name, "oof_accuracy": metric_value("accuracy", y, e.probs),
                  "oof_log_loss": metric_value("log_loss", y, e.probs), "seconds": time.time() - t0})

@@ -1,6 +1,6 @@
 """kit: a Kaggle-style notebook competition kit for image classification."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class KitError(Exception):

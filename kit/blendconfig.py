@@ -5,9 +5,11 @@ is applied with the settings it was fitted with."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from . import KitError
 from .metrics import lookup
+from .paths import comp_runs
 from .submission import SUBMISSION_KINDS
 
 METHODS = ("caruana", "slsqp", "mean")
@@ -100,3 +102,12 @@ class BlendConfig:
 def choose(name: str, value, choices: tuple) -> None:
     if value not in choices:
         raise KitError(f"blend {name}={value!r} is not one of {list(choices)}")
+
+
+def blend_runs(spec: dict, runs_dir: str | Path) -> Path:
+    """runs/<comp>/ of the competition a blend (blend.json's spec) was fitted on: where its experiments' folds are
+    (in a Kaggle bundle, the bundle's runs/<comp>/)."""
+    if not spec.get("competition"):
+        raise KitError("the blend.json records no competition (written by a kit before runs were kept per "
+                       "competition, runs/<comp>/<exp>): fit the blend again (kit blend --exps ...)")
+    return comp_runs(runs_dir, spec["competition"])

@@ -1,4 +1,5 @@
-"""The board: every experiment under runs/ side by side, and the parameters that set them apart.
+"""The board: every experiment of a competition (runs/<comp>/) side by side, and the parameters that set them
+apart.
 
 What `kit board` prints, as DataFrames: per experiment its folds done against folds.csv, the OOF score
 of every TTA preset it has current predictions for, each fold's best epoch and time, and its weight in
@@ -22,19 +23,38 @@ from .folds import folds_path, read_folds
 from .io import read_json
 from .lock import is_held
 from .metrics import lookup, metric_value
-from .paths import resolve
+from .paths import comp_runs, resolve
 from .rundir import CONFIG, HISTORY, is_complete, oof_targets, read_config, stale_reason
 
 FOLD = re.compile(r"fold(\d+)")
 
 
-def experiments(runs_dir: str | Path = "runs") -> dict[str, list[Path]]:
-    """{experiment: its fold folders, by fold number} for every folder of runs_dir holding a fold<k>/ (not
-    runs/_notebooks, the image cache or folds-<comp>.csv)."""
+def competitions(runs_dir: str | Path = "runs") -> list[str]:
+    """The competitions with runs under runs_dir: its folders that hold an experiment (a folder with fold<k>/)."""
     root = resolve(runs_dir)
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and any(
+        FOLD.fullmatch(f.name) for e in d.iterdir() if e.is_dir() for f in e.iterdir())) if root.is_dir() else []
+
+
+def board_runs(runs_dir: str | Path = "runs", comp: str | None = None) -> Path:
+    """runs/<comp>/; comp None: the one competition with runs under runs_dir, or KitError naming them."""
+    if comp:
+        return comp_runs(runs_dir, comp)
+    found = competitions(runs_dir)
+    if len(found) != 1:
+        raise KitError(f"{'no competition has' if not found else 'competitions ' + ', '.join(found) + ' have'} runs "
+                       f"under {resolve(runs_dir)}; pass the competition (--comp NAME)"
+                       + ("" if found else ", or train one first: kit run-folds --comp NAME --exp NAME"))
+    return comp_runs(runs_dir, found[0])
+
+
+def experiments(runs: str | Path) -> dict[str, list[Path]]:
+    """{experiment: its fold folders, by fold number} for every folder of a competition's runs folder (runs/<comp>)
+    holding a fold<k>/ (not _notebooks)."""
+    root = resolve(runs)
     if not root.is_dir():
-        raise KitError(f"runs_dir {str(root)!r} does not exist; pass the folder the experiments were trained into "
-                       "(--runs-dir), or train one first: kit run-folds --exp NAME")
+        raise KitError(f"{str(root)!r} does not exist; pass the competition and the folder the experiments were "
+                       "trained into (--comp, --runs-dir), or train one first: kit run-folds --exp NAME")
     found = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         folds = sorted((f for f in d.iterdir() if f.is_dir() and FOLD.fullmatch(f.name)),
@@ -43,25 +63,27 @@ def experiments(runs_dir: str | Path = "runs") -> dict[str, list[Path]]:
             found[d.name] = folds
     if not found:
         raise KitError(f"no experiments under {root} (no folder there holds a fold<k>/); train one first: "
-                       "kit run-folds --exp NAME, or pass the runs folder with --runs-dir")
+                       "kit run-folds --comp NAME --exp NAME, or pass the runs folder with --runs-dir")
     return found
 
 
-def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions: str | Path = "submissions"
-          ) -> pd.DataFrame:
-    """One row per experiment: experiment, model, img_size, folds_done (complete, current folds trained with the
+def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions: str | Path = "submissions",
+          comp: str | None = None) -> pd.DataFrame:
+    """One row per experiment of the competition `comp` (None: the only one with runs, see board_runs):
+    experiment, model, img_size, folds_done (complete, current folds trained with the
     first fold's parameters) and n_folds (folds.csv), oof_<metric>_<tta> per TTA preset with current OOF of every
     fold, best_epochs (per fold of folds.csv, 1-based, from its history; None without one), fold_seconds (mean
-    training time of the done folds), blend_weight (only when a submissions/*.blend.json exists: the newest one's
-    weight; its path in .attrs['blend']) and notes (a list: what is not done or not current, and why).
+    training time of the done folds), blend_weight (only when a submissions/*.blend.json of the competition
+    exists: the newest one's weight; its path in .attrs['blend']) and notes (a list: what is not done or not current, and why).
 
     metric: None scores each experiment in the metric it was trained on (its own column when they differ).
     """
-    exps = experiments(runs_dir)
+    runs = board_runs(runs_dir, comp)
+    exps = experiments(runs)
     if metric is not None:
         lookup(metric)  # an unknown name is refused before anything is read
-    rows = [experiment_row(runs_dir, name, folders, metric) for name, folders in exps.items()]
-    blend_path = newest_blend(submissions)
+    rows = [experiment_row(runs, name, folders, metric) for name, folders in exps.items()]
+    blend_path = newest_blend(submissions, runs.name)
     if blend_path is not None:
         add_blend_weights(rows, blend_path)
     table = pd.DataFrame(rows)
@@ -70,10 +92,11 @@ def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions:
              *(["blend_weight"] if blend_path else []), "notes"]
     table = table[order]
     table.attrs["blend"] = str(blend_path or "")
+    table.attrs["comp"] = runs.name
     return table
 
 
-def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None) -> dict:
+def experiment_row(runs: Path, name: str, folders: list[Path], metric: str | None) -> dict:
     by_fold = {int(FOLD.fullmatch(f.name)[1]): f for f in folders}
     configs = {k: read_config(f) for k, f in by_fold.items() if (f / CONFIG).is_file()}
     first = next(iter(configs.values()), {})
@@ -97,7 +120,7 @@ def experiment_row(runs_dir, name: str, folders: list[Path], metric: str | None)
     missing = sorted(set(expected) - set(done))
     if n_folds and not missing:
         try:
-            row |= oof_scores(runs_dir, name, first, metric or train_metric)
+            row |= oof_scores(runs, name, first, metric or train_metric)
         except KitError as e:
             notes.append(f"no OOF score: {e}")
     elif not n_folds:
@@ -145,9 +168,9 @@ def n_folds_of(config: dict) -> int:
     return int(read_folds(folds_path(config["competition"], config.get("runs_dir")))["fold"].max()) + 1
 
 
-def oof_scores(runs_dir, name: str, config: dict, metric: str) -> dict:
+def oof_scores(runs: Path, name: str, config: dict, metric: str) -> dict:
     folds = read_folds(folds_path(config["competition"], config.get("runs_dir")))
-    candidates = load_tta_candidates(runs_dir, name, folds)
+    candidates = load_tta_candidates(runs, name, folds)
     y = oof_targets(candidates[0].oof, len(candidates[0].classes))  # a multi-label OOF holds '[0 3]' cells
     return {f"oof_{metric}_{e.tta}": metric_value(metric, y, e.probs) for e in candidates} | \
         {"checkpoints": list(candidates[0].checkpoints)}
@@ -157,10 +180,19 @@ def listing(changes: dict) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
-def newest_blend(submissions: str | Path) -> Path | None:
+def newest_blend(submissions: str | Path, comp: str) -> Path | None:
+    """The newest submissions/*.blend.json fitted on the competition named `comp`."""
     folder = resolve(submissions)
     blends = sorted(folder.glob("*.blend.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return blends[-1] if blends else None
+    ours = [p for p in blends if blend_competition(p) == comp]
+    return ours[-1] if ours else None
+
+
+def blend_competition(path: Path) -> str | None:
+    try:
+        return read_json(path).get("competition")
+    except KitError:  # a torn or foreign file: not a blend of ours
+        return None
 
 
 def add_blend_weights(rows: list[dict], path: Path) -> None:
@@ -174,12 +206,12 @@ def add_blend_weights(rows: list[dict], path: Path) -> None:
             r["notes"].append(f"retrained since {path.name}: its weight there is of the checkpoints before")
 
 
-def differing_params(runs_dir: str | Path = "runs") -> pd.DataFrame:
+def differing_params(runs_dir: str | Path = "runs", comp: str | None = None) -> pd.DataFrame:
     """The training parameters (TrainConfig fields, runtime-only ones left out) whose values differ between
     experiments: one row per parameter, one column per experiment (read from its first fold's config.json;
     folds that differ within an experiment are board()'s notes). Empty when nothing differs."""
     configs = {}
-    for name, folders in experiments(runs_dir).items():
+    for name, folders in experiments(board_runs(runs_dir, comp)).items():
         with_config = [f for f in folders if (f / CONFIG).is_file()]
         configs[name] = read_config(with_config[0]) if with_config else {}
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RUNTIME_ONLY]

@@ -42,7 +42,7 @@ def typed(typ: type, name: str):
 
 class FieldHelp(argparse.HelpFormatter):
     """Options' defaults in --help; a config flag's help is its field's `describe` (help, choices, bounds),
-    written only when help is shown: augment's and tta's choices are registries that import albumentations
+    written only when help is shown: augment's choices are a registry that imports albumentations
     and torch, seconds that every `kit` start would pay."""
 
     def _get_help_string(self, action):  # the hook argparse's own ArgumentDefaultsHelpFormatter overrides
@@ -191,10 +191,27 @@ def cmd_run_folds(a):
     params = {**parse_params(a.param, a.params_file, defaults), **config_params(a)}  # flags come typed
     located = {**defaults, **params}  # comp, data_dir, runs_dir as the folds will see them
     folds = parse_folds(a.folds, n_folds(located))
-    summary = run_folds(a.exp, folds, params, a.notebook, located.get("runs_dir", "runs"), a.force, jobs=a.jobs,
-                        gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address, on_status=StatusPrinter(),
-                        nb=nb)
+    try:
+        summary = run_folds(a.exp, folds, params, a.notebook, located.get("runs_dir", "runs"), a.force, jobs=a.jobs,
+                            gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address,
+                            on_status=StatusPrinter(), nb=nb, say=print)
+    except KeyboardInterrupt:  # the workers are gone (run_local); one line, not a traceback
+        print(f"\n{interrupted_line(located, a.exp, folds)}", file=sys.stderr)
+        return 130
     return report_jobs(summary)
+
+
+def interrupted_line(located: dict, exp: str, folds: list[int]) -> str:
+    """What a Ctrl-C of run-folds leaves: the folds complete, and those stopped (they resume on a rerun)."""
+    from .paths import comp_runs, fold_dir
+    from .rundir import is_complete
+
+    runs = comp_runs(located.get("runs_dir") or "runs", located.get("comp") or "demo")
+    done = [k for k in folds if is_complete(fold_dir(runs, exp, k))]
+    stopped = [k for k in folds if k not in done]
+    listing = ",".join(map(str, stopped))
+    return (f"kit run-folds: interrupted; {runs.name}/{exp}: folds {','.join(map(str, done)) or 'none'} complete, "
+            f"{listing or 'none'} not (rerun the same command: they resume from their last.pt)")
 
 
 class StatusPrinter:
@@ -228,10 +245,14 @@ def report_jobs(summary: pd.DataFrame) -> int:
 
 def cmd_notebook(a):
     from .notebook import load_notebook, notebook_parameters, run_notebook
+    from .paths import NOTEBOOKS, notebooks_dir, resolve
 
-    params = parse_params(a.param, a.params_file, notebook_parameters(load_notebook(a.notebook)))
-    out = run_notebook(a.notebook, a.out or Path("runs") / "_notebooks" / Path(a.notebook).with_suffix(".ipynb").name,
-                       params)
+    defaults = notebook_parameters(load_notebook(a.notebook))
+    params = parse_params(a.param, a.params_file, defaults)
+    located = {**defaults, **params}
+    folder = notebooks_dir(located.get("runs_dir") or "runs", located["comp"]) if located.get("comp") else \
+        resolve("runs") / NOTEBOOKS
+    out = run_notebook(a.notebook, a.out or folder / Path(a.notebook).with_suffix(".ipynb").name, params)
     print(f"executed notebook: {out}")
 
 
@@ -240,7 +261,7 @@ def cmd_blend(a):
     from .infer import blend_and_submit, blend_metric
     from .scorecard import decision_summary
 
-    metric = blend_metric(a.metric, a.exps, a.runs_dir)  # what the experiments were trained on, unless --metric
+    metric = blend_metric(a.metric, a.comp, a.exps, a.runs_dir)  # what the experiments were trained on, unless --metric
     config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
                             a.device, a.submission_kind, a.batch_size, a.num_workers)
@@ -293,21 +314,27 @@ def run_time_line(a) -> str:
 
 def cmd_score(a):
     from .demo import leaderboard_score
+    from .grade import grade
+    from .paths import resolve
 
-    print(f"leaderboard {a.metric or 'score'}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
+    if a.solution:
+        metric, value = grade(resolve(a.submission), resolve(a.solution), a.metric)
+        print(f"{metric}: {value:.4f} (against {a.solution})")
+    else:
+        print(f"leaderboard {a.metric or 'score'}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
 
 
 def cmd_board(a):
     from .board import board, differing_params
 
-    table = board(a.runs_dir, a.metric or None)
+    table = board(a.runs_dir, a.metric or None, comp=a.board_comp or None)
     print(table.drop(columns="notes").round(4).to_string(index=False, na_rep=""))
     if table.attrs["blend"]:
         print(f"blend_weight: from the newest blend, {table.attrs['blend']}")
     notes = [f"{exp}: {n}" for exp, ns in zip(table["experiment"], table["notes"]) for n in ns]
     if notes:
         print("\n" + "\n".join(notes))
-    differ = differing_params(a.runs_dir)
+    differ = differing_params(a.runs_dir, table.attrs["comp"])
     print("\nparameters that differ between experiments:\n" + differ.to_string() if len(differ)
           else "\nno training parameter differs between experiments")
     return 0
@@ -317,8 +344,8 @@ def cmd_demo(a):
     """The whole day of SPEC.md on the embedded demo competition."""
     from .demo import EXPERIMENTS, build_demo, leaderboard_score
     from .io import read_json
-    from .paths import resolve
     from .notebook import run_notebook
+    from .paths import notebooks_dir, resolve
     from .runner import run_folds
 
     check_n_folds(a.n_folds)
@@ -326,7 +353,7 @@ def cmd_demo(a):
     nb = resolve("notebooks")
     build_demo(a.data_dir, "demo", n=a.n)
     print(f"[{time.time() - t0:5.0f}s] demo competition in {resolve(a.data_dir) / 'demo'}")
-    run_notebook(nb / "eda.py", resolve(a.runs_dir) / "_notebooks" / "eda.ipynb",
+    run_notebook(nb / "eda.py", notebooks_dir(a.runs_dir, "demo") / "eda.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "n_folds": a.n_folds},
                  log=a.verbose)
     print(f"[{time.time() - t0:5.0f}s] EDA done, folds written")
@@ -338,7 +365,7 @@ def cmd_demo(a):
             return 1
         print(f"[{time.time() - t0:5.0f}s] experiment demo-{exp}: {a.n_folds} folds trained")
     exps = [f"demo-{e}" for e in EXPERIMENTS]
-    run_notebook(nb / "infer_ensemble.py", resolve(a.runs_dir) / "_notebooks" / "infer_ensemble.ipynb",
+    run_notebook(nb / "infer_ensemble.py", notebooks_dir(a.runs_dir, "demo") / "infer_ensemble.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "exps": exps, "name": "demo"},
                  log=a.verbose)
     sub = resolve("submissions") / "demo.csv"
@@ -398,12 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: group k-fold when train.csv has a group column, else stratified")
 
     s = command(sub, "train", cmd_train, "train one fold in this process (no notebook)")
-    s.add_argument("--exp", required=True, help="experiment name: runs/<exp>/fold<k>/")
+    s.add_argument("--exp", required=True, help="experiment name: runs/<comp>/<exp>/fold<k>/")
     s.add_argument("--fold", type=int, required=True, help="the fold of folds.csv to train")
     add_config_flags(s)
 
     s = command(sub, "run-folds", cmd_run_folds, "run the train notebook headlessly once per fold")
-    s.add_argument("--exp", required=True, help="experiment name: runs/<exp>/fold<k>/")
+    s.add_argument("--exp", required=True, help="experiment name: runs/<comp>/<exp>/fold<k>/")
     s.add_argument("--folds", default="", help="e.g. 0,2 (default: every fold in folds.csv)")
     s.add_argument("--notebook", default="notebooks/train_fold.py", help="the notebook each fold runs")
     s.add_argument("--force", action="store_true", help="rerun folds that are already complete")
@@ -418,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command(sub, "notebook", cmd_notebook, "run any notebook headlessly with papermill")
     s.add_argument("notebook", help="a py:percent .py or an .ipynb with a cell tagged parameters")
-    s.add_argument("--out", help="executed notebook path (default runs/_notebooks/<name>.ipynb)")
+    s.add_argument("--out", help="executed notebook path (default runs/<comp>/_notebooks/<name>.ipynb, "
+                                 "runs/_notebooks/ for a notebook without a comp parameter)")
     add_param_flags(s, "-p")
 
     s = command(sub, "blend", cmd_blend, "infer + ensemble headlessly and write submissions/<name>.csv",
@@ -472,15 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "exists) and push the notebook (kaggle kernels push), which "
                                                        "Kaggle then runs; needs the kaggle command and --comp")
 
-    s = command(sub, "board", cmd_board, "every experiment under runs/: folds done, OOF scores, what differs",
-                where("runs_dir"))
+    s = command(sub, "board", cmd_board, "every experiment of a competition (runs/<comp>/): folds done, OOF scores, "
+                "what differs", where("runs_dir"))
+    # its own flag, not the config's: its default is no competition (then the only one with runs)
+    s.add_argument("--comp", dest="board_comp", default="",
+                   help="the competition (default: the only one with runs under --runs-dir)")
     s.add_argument("--metric", default="", help="score OOF in this metric (default: each experiment's own)")
 
-    s = command(sub, "score", cmd_score, "grade a submission against the demo's hidden labels",
-                where("comp", "data_dir"))
+    s = command(sub, "score", cmd_score, "grade a submission against the demo's hidden labels, or any labels file "
+                "(--solution)", where("comp", "data_dir"))
     s.add_argument("submission", help="the submission CSV")
-    s.add_argument("--metric", default="", help="a kit.metrics name or a scikit-learn scorer name (default: the demo "
-                   "task's own: accuracy, roc_auc, qwk or f_beta:1)")
+    s.add_argument("--solution", default="", help="a labels CSV (an id and a label column, named as in train.csv) to "
+                   "grade against instead of the demo's hidden labels: your own held-out labels")
+    s.add_argument("--metric", default="", help="a kit.metrics name or a scikit-learn scorer name (default: the task's "
+                   "own: accuracy, roc_auc for two classes, qwk, f_beta:1 for label lists)")
     return p
 
 
@@ -492,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as e:
         print(f"kit {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nkit {args.cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from . import KitError, __version__
 from .competition import ORDINAL_TASKS, TASKS
 
 
-def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, check=None):
+def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, le=None, check=None):
     """A TrainConfig field that carries its own documentation and limits, in the field's metadata
     (`dataclasses.fields(TrainConfig)`): the one place the notebook's parameters cell and README's table
     (`parameters_cell`, `parameters_table`, tools/sync_train_params.py), the CLI flags (kit.cli) and
@@ -30,13 +30,13 @@ def param(default, help: str = "", *, choices=None, ge=None, gt=None, lt=None, c
         papermill reads a parameters-cell line with two as no parameter.
     choices: the allowed values, or a function returning them (registries that import torch or
         albumentations are read only when a config is validated, not when the CLI starts).
-    ge, gt, lt: at least / greater than / less than (annotated_types' names).
+    ge, gt, lt, le: at least / greater than / less than / at most (annotated_types' names).
     check: for open sets (model, metric, device, names): a function of the value that raises
         KitError saying what is allowed.
     Metadata rather than typing.Literal: half the choices are registries filled at import time, and
     bounds need a place of their own anyway; one mechanism for every field.
     """
-    limits = dict(choices=choices, ge=ge, gt=gt, lt=lt, check=check)
+    limits = dict(choices=choices, ge=ge, gt=gt, lt=lt, le=le, check=check)
     return field(default=default, metadata={"help": help, **{k: v for k, v in limits.items() if v is not None}})
 
 
@@ -46,10 +46,11 @@ def augment_presets() -> tuple:
     return tuple(PRESETS)
 
 
-def tta_presets() -> tuple:
-    from .tta import PRESETS
+def check_tta(name: str) -> None:
+    from .tta import split
 
-    return ("auto", *PRESETS)
+    if name != "auto":
+        split(name)
 
 
 def check_metric(name: str) -> None:
@@ -90,7 +91,7 @@ class TrainConfig:
     # what and where
     comp: str = param("demo", "the competition: a folder under data_dir, an absolute path, or a "
                       "/kaggle/input/<comp> name")
-    exp: str = param("exp0", "experiment name: runs/<exp>/fold<k>/ (set by the runner)", check=check_exp)
+    exp: str = param("exp0", "experiment name: runs/<comp>/<exp>/fold<k>/ (set by the runner)", check=check_exp)
     fold: int = param(0, "the fold of folds.csv trained and validated on (set by the runner)", ge=0)
     data_dir: str = param("data", "the folder that holds the competitions")
     runs_dir: str = param("runs", "the folder that holds the experiments' run folders")
@@ -108,6 +109,12 @@ class TrainConfig:
     weights: str = param("", "local checkpoint file (state_dict, kit or timm checkpoint, .safetensors), for "
                          "internet-off notebooks; a class-count mismatch keeps the backbone and starts a fresh head")
     img_size: int = param(0, "0: the native resolution of the model (224 when unknown)", ge=0)
+    resize: str = param("auto", "how an image becomes an img_size square for validation, OOF, test and the none/"
+                        "light presets: squash stretches it; crop scales the short side to img_size / crop_pct and "
+                        "keeps the centre; letterbox fits the long side and pads; auto: the model's pretrained "
+                        "config (timm's crop_mode; crop for most)", choices=("auto", "squash", "crop", "letterbox"))
+    crop_pct: float = param(0.0, "resize crop: the share of the short side kept; 0: the model's pretrained "
+                            "crop_pct (0.875 when unknown)", ge=0, le=1)
     ordinal_head: str = param("cumulative", "ordinal (and regression) tasks only, no effect on others: cumulative "
                               "trains K-1 sigmoids P(grade > k) with BCE on the targets [y > k] (CORAL, the "
                               "APTOS/PANDA binned BCE); softmax a softmax over the K grades with cross-entropy",
@@ -137,11 +144,14 @@ class TrainConfig:
                              "(e.g. 0.999)", ge=0, lt=1)
     patience: int = param(0, "early stopping after N epochs without improvement, 0: off", ge=0)
     save_top: int = param(1, "keep the best N checkpoints (best.pt the best, then top-<epoch>.pt)", ge=1)
+    keep_last: bool = param(True, "keep last.pt (the training state for a resume) once the fold is finished; False "
+                            "deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes")
     metric: str = param("accuracy", "validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another "
                         "kit.metrics name, or a scikit-learn scorer name", check=check_metric)
     # inference
-    tta: str = param("auto", "auto: OOF for every preset, the infer step picks the best per experiment",
-                     choices=tta_presets)
+    tta: str = param("auto", "auto: OOF for every preset and resize mode, the infer step picks the best per "
+                     "experiment; or a preset (none, hflip, flips, multiscale, d4), optionally @squash, @crop or "
+                     "@letterbox for another resize than the fold's", check=check_tta)
     # runtime
     seed: int = param(42, "seeds the weights' init, and each epoch's batches, augmentations and mixes")
     device: str = param("auto", "auto, cpu, cuda, cuda:<n> (e.g. cuda:1) or mps", check=check_device)
@@ -223,7 +233,8 @@ def coerce(value: Any, typ: type, name: str) -> Any:
     raise KitError(f"parameter {name}={value!r} should be {typ.__name__}")
 
 
-BOUNDS = (("ge", operator.ge, "at least"), ("gt", operator.gt, "greater than"), ("lt", operator.lt, "less than"))
+BOUNDS = (("ge", operator.ge, "at least"), ("gt", operator.gt, "greater than"), ("lt", operator.lt, "less than"),
+          ("le", operator.le, "at most"))
 
 
 def problem(f: dataclasses.Field, value: Any) -> str:
@@ -300,10 +311,10 @@ def resolved(cfg: TrainConfig, **extra) -> dict:
 # channels_last, torch_compile and image_cache change speed (and rounding; num_workers also which random
 # draw each sample gets, not how they are drawn); tta and save_top act after or beside training (which
 # predictions are written, how many checkpoints are kept), and so do track and track_uri (where it is
-# reported); resume is the switch itself.
+# reported), keep_last what is kept after it; resume is the switch itself.
 RUNTIME_ONLY = frozenset({"comp", "data_dir", "runs_dir", "exp", "fold", "device", "threads", "num_workers",
-                          "channels_last", "torch_compile", "image_cache", "tta", "save_top", "resume", "track",
-                          "track_uri"})
+                          "channels_last", "torch_compile", "image_cache", "tta", "save_top", "keep_last", "resume",
+                          "track", "track_uri"})
 
 
 def training_changes(saved: dict, new: dict) -> dict[str, tuple]:
@@ -330,5 +341,7 @@ def before_they_existed(saved: dict) -> dict:
     """Training parameters added later, with the behaviour a config.json written before them had: an ordinal
     fold trained before ordinal_head existed has a softmax head, so resuming it (or adding folds to its
     experiment) with today's default 'cumulative' is another model, refused by name rather than by a
-    state_dict error. Other tasks ignore ordinal_head: an old multiclass fold stays comparable."""
-    return {"ordinal_head": "softmax"} if saved.get("task_resolved") in ORDINAL_TASKS else {}
+    state_dict error. Other tasks ignore ordinal_head: an old multiclass fold stays comparable. Before resize
+    existed every image was squashed: an old fold resumed or extended with resize='auto' is another training."""
+    older = {"resize": "squash", "crop_pct": 1.0}  # before resize existed every image was squashed
+    return {**older, "ordinal_head": "softmax"} if saved.get("task_resolved") in ORDINAL_TASKS else older

@@ -14,7 +14,6 @@ from sklearn.model_selection import train_test_split
 
 from . import KitError
 from .io import read_json, write_csv, write_json
-from .metrics import metric_value
 from .paths import resolve
 
 SOLUTION_DIR = "_leaderboard"  # beside the competitions, never read by the notebooks
@@ -90,44 +89,14 @@ def to_png(image8: np.ndarray, size: int) -> Image.Image:
 def leaderboard_score(submission: str | Path, data_dir: str | Path = "data", name: str = "demo",
                       metric: str = "") -> float:
     """Grade a submission against the hidden labels, like a private leaderboard, on the demo task's metric
-    (metric='' ) or the one given."""
+    (metric='' ) or the one given (kit.grade with the digits as the classes)."""
+    from .grade import grade
+
     solution_path = resolve(data_dir) / SOLUTION_DIR / f"{name}.csv"
     if not solution_path.is_file():
         raise KitError(f"no hidden solution at {solution_path}; build the demo with `kit demo-data`")
     side = solution_path.with_suffix(".json")
     task, own = (read_json(side)["task"], read_json(side)["metric"]) if side.is_file() else ("multiclass", "accuracy")
-    metric = metric or own
-    solution = pd.read_csv(solution_path, dtype={"image_id": str, "label": str}, keep_default_na=False)
-    sub = pd.read_csv(submission, dtype=str, keep_default_na=False)  # as written: an empty label is not a missing id
-    if "image_id" not in sub or "label" not in sub:
-        raise KitError(f"{submission} needs columns ['image_id', 'label']; it has {list(sub.columns)}")
-    merged = solution.merge(sub, on="image_id", how="left", suffixes=("", "_pred"))
-    if merged["label_pred"].isna().any():
-        raise KitError(f"{submission} lacks {int(merged['label_pred'].isna().sum())} test id(s)")
-    if task == "multilabel":
-        truth, pred = digit_sets(merged["label"], submission), digit_sets(merged["label_pred"], submission)
-        return metric_value(metric, truth, pred)
-    if task == "binary":
-        p = pd.to_numeric(merged["label_pred"], errors="coerce")
-        if p.isna().any():
-            raise KitError(f"{submission}: column 'label' needs one probability per row; "
-                           f"{int(p.isna().sum())} are not numbers")
-        return metric_value(metric, merged["label"].astype(int).to_numpy(), np.c_[1 - p, p])
-    k = 10 if task == "ordinal" else int(solution["label"].astype(int).max()) + 1
-    pred = pd.to_numeric(merged["label_pred"], errors="coerce")
-    bad = merged["label_pred"][pred.isna() | (pred % 1 != 0) | (pred < 0) | (pred >= k)]
-    if len(bad):
-        raise KitError(f"{submission}: column 'label' has {len(bad)} value(s) that are not a digit class 0..{k - 1}, "
-                       f"e.g. {bad.astype(str).unique()[:5].tolist()}; write one class number per row")
-    return metric_value(metric, merged["label"].astype(int).to_numpy(), np.eye(k)[pred.astype(int).to_numpy()])
-
-
-def digit_sets(cells: pd.Series, source) -> np.ndarray:
-    """'3 7' -> a 0/1 row over the ten digits; anything but digits is refused, naming the file."""
-    out = np.zeros((len(cells), 10), dtype=int)
-    for i, cell in enumerate(cells.astype(str)):
-        parts = cell.split()
-        if not all(p in {str(d) for d in range(10)} for p in parts):
-            raise KitError(f"{source}: label {cell!r} is not a space-separated list of digits 0..9")
-        out[i, [int(p) for p in parts]] = 1
-    return out
+    classes = ["0", "1"] if task == "binary" else [str(d) for d in range(10)]
+    return grade(submission, solution_path, metric or own, task, classes,
+                 "a digit class 0..9" if task != "binary" else "0 or 1", id_col="image_id", label_col="label")[1]

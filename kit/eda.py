@@ -50,11 +50,37 @@ def notes(path: str, w: int, h: int, mode: str, fmt: str, rotated: bool, max_pix
     return "; ".join(out)
 
 
+# photos come in hundreds of distinct sizes: beyond this many, size_summary buckets them
+EXACT_SIZES = 12
+SIDE_EDGES = (0, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096)
+ASPECTS = ((0, 0.6, "tall (w/h < 0.6)"), (0.6, 0.9, "portrait (0.6-0.9)"), (0.9, 1.11, "square (0.9-1.11)"),
+           (1.11, 1.67, "landscape (1.11-1.67)"), (1.67, float("inf"), "wide (w/h > 1.67)"))
+
+
 def size_summary(stats: pd.DataFrame) -> pd.DataFrame:
-    """How many images have each (width, height, mode, format)."""
+    """How many readable images have each (width, height), when there are at most EXACT_SIZES of them; else per
+    bucket of the short side (what a resize to img_size scales from) and of the aspect ratio (what squash
+    distorts and crop cuts), most images first."""
     ok = stats[stats["error"] == ""]
-    return (ok.groupby(["width", "height", "mode", "format"]).size().rename("images")
-            .sort_values(ascending=False).reset_index())
+    if ok.groupby(["width", "height"]).ngroups <= EXACT_SIZES:
+        return ok.groupby(["width", "height"]).size().rename("images").sort_values(ascending=False).reset_index()
+    short = pd.cut(ok[["width", "height"]].min(axis=1), [*SIDE_EDGES, float("inf")], right=False,
+                   labels=side_labels())
+    aspect = pd.cut(ok["width"] / ok["height"], [a for a, _, _ in ASPECTS] + [float("inf")], right=False,
+                    labels=[label for _, _, label in ASPECTS])
+    table = pd.DataFrame({"short side": short, "aspect": aspect}).value_counts().rename("images").reset_index()
+    return table[table["images"] > 0].reset_index(drop=True)
+
+
+def side_labels() -> list[str]:
+    edges = [*SIDE_EDGES, None]
+    return [f"{lo}-{hi - 1} px" if hi else f">= {lo} px" for lo, hi in zip(edges, edges[1:])]
+
+
+def mode_summary(stats: pd.DataFrame) -> pd.DataFrame:
+    """How many readable images have each (mode, format): RGB JPEG, L PNG..."""
+    ok = stats[stats["error"] == ""]
+    return ok.groupby(["mode", "format"]).size().rename("images").sort_values(ascending=False).reset_index()
 
 
 def stripped_spaces(comp) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from .config import other_trainings
 from .rundir import (OOF, RESERVED, check_folds_done, fold_checkpoint, made_by, oof_name, oof_targets, read_config,
                      read_oof)
 from .thresholds import apply_decision, fit_decision
-from .tta import CANDIDATES, n_views
+from .tta import NAMES, n_views
 
 # What the honest score cannot hold out: said in every BlendReport and blend.json
 HONEST_LEAK = ("each fold's best epoch (its best.pt) was picked on that fold's own validation rows, which are its "
@@ -122,7 +122,7 @@ def load_tta_candidates(runs_dir: str | Path, exp: str, folds: pd.DataFrame) -> 
     n_folds = n_folds_of(folds)
     check_folds_done(d, OOF, n_folds)
     checkpoints = tuple(fold_checkpoint(d / f"fold{k}") for k in range(n_folds))
-    current = [t for t in CANDIDATES
+    current = [t for t in NAMES
                if all(made_by(d / f"fold{k}" / oof_name(t)) == h for k, h in enumerate(checkpoints))]
     tried = [load_oof(runs_dir, exp, folds, t, checkpoints) for t in current]
     tried = tried or [load_oof(runs_dir, exp, folds, None, checkpoints)]

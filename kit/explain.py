@@ -57,15 +57,15 @@ def load_fold_model(folder: Path, device: torch.device):
     """A fold's best.pt in eval mode, with the transform it was validated with, its classes and its head's
     activation (the head its config.json says it trained, kit.models.fold_head)."""
     from .augment import eval_transform
-    from .models import create_model, fold_head
+    from .models import create_model, fold_geometry, fold_head
     from .rundir import load_best, read_config
 
     ckpt, cfg = load_best(folder), read_config(folder)
     n_outputs, activation = fold_head(cfg, len(ckpt["classes"]))
     model = create_model(ckpt["timm_name"], n_outputs)
     model.load_state_dict(ckpt["model"])
-    return (model.to(device).eval(), eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"]), ckpt["classes"],
-            activation)
+    return (model.to(device).eval(), eval_transform(ckpt["img_size"], cfg["mean"], cfg["std"], *fold_geometry(cfg)),
+            ckpt["classes"], activation)
 
 
 def cam_target(category: int, activation: str):
@@ -108,23 +108,23 @@ def target_layer(model: nn.Module, img_size: int, min_side: int = 4):
     return layer, as_map
 
 
-def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, exp: str, device: str = "auto"
+def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, comp, exp: str, device: str = "auto"
                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per row of `errors` (confident_errors): the image as the model saw it (resized), and Grad-CAM heat maps over
-    it for the predicted class and for the true class, from the checkpoint of `exp`'s fold that held the image
-    out (the model that made its OOF prediction)."""
+    it for the predicted class and for the true class, from the checkpoint of the competition's experiment `exp`'s
+    fold that held the image out (the model that made its OOF prediction)."""
     import albumentations as A
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from .data import read_image
     from .device import pick_device
-    from .paths import exp_dir
+    from .paths import comp_runs, exp_dir
 
     dev, models, out = pick_device(device), {}, []
     for row in errors.itertuples():
         if row.fold not in models:
-            models[row.fold] = load_fold_model(exp_dir(runs_dir, exp) / f"fold{row.fold}", dev)
+            models[row.fold] = load_fold_model(exp_dir(comp_runs(runs_dir, comp), exp) / f"fold{row.fold}", dev)
         model, transform, classes, activation = models[row.fold]
         image = read_image(row.path)
         x = torch.from_numpy(transform(image=image)["image"].transpose(2, 0, 1)).unsqueeze(0).to(dev)

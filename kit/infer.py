@@ -12,7 +12,7 @@ import torch
 
 from . import KitError
 from .augment import eval_transform
-from .blendconfig import BlendConfig
+from .blendconfig import BlendConfig, blend_runs
 from .competition import Competition, load_competition, load_test_competition
 from .data import AUTO_WORKERS, SharedDecodeDataset, loader_workers, make_loader
 from .device import inference_dtype, pick_device
@@ -21,13 +21,13 @@ from .ensemble import (HONEST_LEAK, blend, check_compatible, fit_blend_weights, 
 from .folds import folds_path, read_folds
 from .io import read_json, write_json
 from .metrics import metric_value
-from .models import create_model, fold_head
-from .paths import check_name, exp_dir, resolve
+from .models import create_model, fold_geometry, fold_head
+from .paths import check_name, comp_name, comp_runs, exp_dir, resolve
 from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, load_best, oof_targets, read_config, read_test_cache,
                      write_test_cache)
 from .submission import make_submission, write_submission
 from .thresholds import apply_decision, decision_kind, fit_decision
-from .tta import Job, predict_models
+from .tta import Job, predict_models, split
 
 
 def predict_fold(fold_path: Path, comp: Competition, tta: str, device: str = "auto", batch_size: int = 128,
@@ -92,11 +92,13 @@ class FoldModel:
     std: tuple[float, ...]
     dtype: torch.dtype | None  # autocast, as its OOF was predicted (kit.device.inference_dtype)
     activation: str  # its head's (kit.models.head_of): softmax, sigmoid (multi-label) or cumulative (ordinal)
+    resize: str = "squash"  # how its validation images were made square (kit.augment.geometry)
+    crop_pct: float = 1.0
 
-    @property
-    def input(self) -> tuple:
-        """Models with the same input share its resize and normalization."""
-        return self.size, self.mean, self.std
+    def input(self, tta: str = "none") -> tuple:
+        """What its images go through with a TTA (tta@mode: another resize mode than the fold's): models with the
+        same input share one resize and normalization of each image."""
+        return self.size, self.mean, self.std, split(tta)[1] or self.resize, self.crop_pct
 
 
 def load_fold(fold_path: Path, classes: list[str], device: torch.device) -> FoldModel:
@@ -111,7 +113,8 @@ def load_fold(fold_path: Path, classes: list[str], device: torch.device) -> Fold
     model.load_state_dict(ckpt["model"])
     model.to(device, memory_format=torch.channels_last if cfg.get("channels_last", True) else torch.preserve_format)
     return FoldModel(fold_path, model, ckpt["img_size"], tuple(cfg["mean"]), tuple(cfg["std"]),
-                     inference_dtype(cfg["amp_resolved"], device, source=str(fold_path / CONFIG)), activation)
+                     inference_dtype(cfg["amp_resolved"], device, source=str(fold_path / CONFIG)), activation,
+                     *fold_geometry(cfg))
 
 
 def predict_images(models: list[tuple[FoldModel, str]], paths, device: torch.device, batch_size: int = 128,
@@ -120,9 +123,10 @@ def predict_images(models: list[tuple[FoldModel, str]], paths, device: torch.dev
     decoded once (SharedDecodeDataset), resized and normalized once per distinct model input, and every
     model run on the batch in memory, with its own TTA and precision; batch_size also bounds each forward.
     num_workers: loader processes, AUTO_WORKERS: from the device (kit.data.loader_workers)."""
-    inputs = list(dict.fromkeys(m.input for m, _ in models))
-    ds = SharedDecodeDataset(paths, [(eval_transform(size, mean, std), size) for size, mean, std in inputs])
-    jobs = [Job(m.model, tta, m.dtype, inputs.index(m.input), activation=m.activation) for m, tta in models]
+    inputs = list(dict.fromkeys(m.input(tta) for m, tta in models))
+    ds = SharedDecodeDataset(paths, [(eval_transform(size, mean, std, resize, pct), size)
+                                     for size, mean, std, resize, pct in inputs])
+    jobs = [Job(m.model, tta, m.dtype, inputs.index(m.input(tta)), activation=m.activation) for m, tta in models]
     loader = make_loader(ds, batch_size, False, loader_workers(num_workers, torch.device(device)))
     return predict_models(jobs, loader, device, desc)
 
@@ -160,7 +164,8 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     if not exps:
         raise KitError("no experiments to blend; pass exps=['exp_a', 'exp_b']")
     metric = config.metric
-    candidates = [load_tta_candidates(runs_dir, e, folds) for e in exps]  # per experiment, fewest views first
+    runs = comp_runs(runs_dir, comp)
+    candidates = [load_tta_candidates(runs, e, folds) for e in exps]  # per experiment, fewest views first
     check_compatible([c[0] for c in candidates])
     y = oof_targets(candidates[0][0].oof, len(candidates[0][0].classes))
     fold = candidates[0][0].oof["fold"].to_numpy()
@@ -179,6 +184,7 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     spec = {"experiments": [{"name": e.name, "tta": e.tta, "weight": float(wi), "n_folds": n_folds,
                              "checkpoints": list(e.checkpoints)} for e, wi in zip(loaded, w)],
             "config": config.to_dict(), "fit_objective": config.objective, "task": comp.task,
+            "competition": comp_name(comp),
             "classes": classes, "folds_hash": loaded[0].folds_hash,
             "oof_score": metric_value(metric, y, oof_probs), "honest_score": honest, "honest_std": spread,
             "honest_leak": HONEST_LEAK, "scores": scores.to_dict("records"),
@@ -194,7 +200,8 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
                   batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> np.ndarray:
     """Test probabilities from a blend spec alone (blend.json): no OOF, folds or training data needed. Each
     fold's best.pt must be the checkpoint the blend was fitted with. Every fold of every experiment is
-    predicted in one pass over the test set (predict_folds)."""
+    predicted in one pass over the test set (predict_folds). runs_dir: the folder holding runs/<comp>/ of the
+    competition the blend was fitted on (a Kaggle bundle's runs/)."""
     if [str(c) for c in comp.classes] != spec["classes"]:
         raise KitError(f"the blend was fitted on classes {spec['classes']}, the competition has {comp.classes}")
     config = BlendConfig.from_blend(spec)
@@ -204,7 +211,8 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
             raise KitError(f"the blend's experiment {e['name']!r} records no checkpoint per fold (a blend.json "
                            "written by an older kit): fit the blend again (kit blend --exps ...)")
     used = [e for e in spec["experiments"] if e["weight"] > 0]  # a zero weight costs no inference
-    folds = [(exp_dir(runs_dir, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k])
+    runs = blend_runs(spec, runs_dir)
+    folds = [(exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k])
              for e in used for k in range(e["n_folds"])]
     per_fold = iter(predict_folds(comp, folds, device, batch_size, num_workers))
     per_exp = [np.mean([next(per_fold) for _ in range(e["n_folds"])], axis=0) for e in used]
@@ -220,7 +228,8 @@ def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str 
     check_loader(batch_size, num_workers)
     dev = pick_device(device)
     start = time.perf_counter()
-    models = [(load_fold(exp_dir(runs_dir, e["name"]) / f"fold{k}", spec["classes"], dev), e["tta"])
+    runs = blend_runs(spec, runs_dir)
+    models = [(load_fold(exp_dir(runs, e["name"]) / f"fold{k}", spec["classes"], dev), e["tta"])
               for e in spec["experiments"] if e["weight"] > 0 for k in range(e["n_folds"])]
     loading = time.perf_counter() - start
     predict_images(models, paths[:batch_size], dev, batch_size, num_workers, "warm-up")
@@ -328,23 +337,23 @@ def exp_names(exps: list[str] | str) -> list[str]:
     return [e for e in exps.split(",") if e] if isinstance(exps, str) else list(exps)
 
 
-def fold0_config(exp: str, runs_dir: str | Path = "runs") -> dict:
-    """fold 0's config.json of `exp`: how the experiment was trained; {} before it has one (the blend then
-    refuses the unfinished experiment)."""
-    folder = exp_dir(runs_dir, exp) / "fold0"
+def fold0_config(comp, exp: str, runs_dir: str | Path = "runs") -> dict:
+    """fold 0's config.json of the competition's experiment `exp`: how the experiment was trained; {} before it
+    has one (the blend then refuses the unfinished experiment)."""
+    folder = exp_dir(comp_runs(runs_dir, comp), exp) / "fold0"
     return read_config(folder) if (folder / CONFIG).is_file() else {}
 
 
-def first_fold_config(exps: list[str] | str, runs_dir: str | Path = "runs") -> dict:
+def first_fold_config(comp, exps: list[str] | str, runs_dir: str | Path = "runs") -> dict:
     """fold0_config of the first experiment: how the blend's experiments were trained."""
     names = exp_names(exps)
-    return fold0_config(names[0], runs_dir) if names else {}
+    return fold0_config(comp, names[0], runs_dir) if names else {}
 
 
-def blend_metric(metric: str, exps: list[str] | str, runs_dir: str | Path = "runs") -> str:
+def blend_metric(metric: str, comp, exps: list[str] | str, runs_dir: str | Path = "runs") -> str:
     """What a blend is reported in and its TTA chosen on: `metric` if given, else the metric the experiments
     were trained on (fold 0 of the first), else BlendConfig's default. `kit blend` and the infer notebook."""
-    return metric or (first_fold_config(exps, runs_dir).get("metric") if exps else "") or BlendConfig.metric
+    return metric or (first_fold_config(comp, exps, runs_dir).get("metric") if exps else "") or BlendConfig.metric
 
 
 def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str | Path = "data",
@@ -352,7 +361,7 @@ def trained_competition(comp: str | Path, exps: list[str] | str, data_dir: str |
     """The competition as the first experiment's training read it: its id and label columns and its task
     (an ordinal or multi-label override, or a task detected from the metric, decides the blend's decision and
     the submission's form), from fold 0's config.json (fold0_config); detected afresh without one."""
-    configs = {e: fold0_config(e, runs_dir) for e in exp_names(exps)}
+    configs = {e: fold0_config(comp, e, runs_dir) for e in exp_names(exps)}
     cfg = next(iter(configs.values()), {})
     if not cfg:
         return load_competition(comp, data_dir, metric=metric)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import KitError
 
-FREE_SPACE = ("free space on that disk (old runs/<exp> folders, runs/.image_cache) or set runs_dir (or the "
+FREE_SPACE = ("free space on that disk (old runs/<comp>/<exp> folders, runs/.image_cache) or set runs_dir (or the "
               "command's output folder) to a folder on a bigger disk")
 WRITABLE = "set runs_dir (or the command's output folder) to a folder you can write, or fix this one's permissions"
 # errno met while writing -> (what it means, the fix)

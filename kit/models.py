@@ -44,8 +44,29 @@ def resolve_model(name: str, img_size: int = 0) -> tuple[str, int]:
                        f"similar timm names: {close}")
     if img_size:
         return name, img_size
-    cfg = timm.get_pretrained_cfg(name) if "." in name else timm.models.get_pretrained_cfg(arch)
+    cfg = pretrained_cfg(name)
     return name, int(cfg.input_size[-1]) if cfg is not None else 224
+
+
+def pretrained_cfg(timm_name: str):
+    """timm's pretrained config of a timm name (its default tag's without one); None when timm has none."""
+    return timm.get_pretrained_cfg(timm_name) if "." in timm_name else timm.models.get_pretrained_cfg(timm_name)
+
+
+DEFAULT_CROP_PCT = 0.875  # timm's DEFAULT_CROP_PCT
+
+
+def eval_geometry(timm_name: str, resize: str = "auto", crop_pct: float = 0.0) -> tuple[str, float]:
+    """(resize mode of kit.augment.RESIZE_MODES, crop_pct) for a model: 'auto' and crop_pct=0 take the model's
+    pretrained config (timm's crop_mode center/squash/border and crop_pct), as timm evaluates it. crop_pct is
+    kept whatever the mode: a TTA at resize crop (none@crop) of a squashed fold crops as the model would."""
+    from .augment import TIMM_CROP_MODES
+
+    cfg = pretrained_cfg(timm_name) if resize == "auto" or not crop_pct else None
+    if resize == "auto":
+        resize = TIMM_CROP_MODES.get(getattr(cfg, "crop_mode", None) or "center", "crop")
+    pct = crop_pct or float(getattr(cfg, "crop_pct", None) or DEFAULT_CROP_PCT)
+    return resize, pct
 
 
 def head_of(task: str, ordinal_head: str, n_classes: int) -> tuple[int, str]:
@@ -69,6 +90,12 @@ def fold_head(config: Mapping, n_classes: int) -> tuple[int, str]:
     """head_of for a fold as its config.json records it (task_resolved, ordinal_head): what test inference and
     explain rebuild. A config written before ordinal_head existed trained a softmax."""
     return head_of(config.get("task_resolved") or "multiclass", config.get("ordinal_head", "softmax"), n_classes)
+
+
+def fold_geometry(config: Mapping) -> tuple[str, float]:
+    """(resize mode, crop_pct) a fold was validated with, as its config.json records them: what its test
+    predictions and explain use. A config written before resize existed squashed."""
+    return config.get("resize_resolved", "squash"), float(config.get("crop_pct_resolved", 1.0))
 
 
 def cumulative_targets(y: torch.Tensor, n_outputs: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import nbformat
 from packaging.utils import canonicalize_name
 
 from . import KitError, __version__
-from .blendconfig import BlendConfig
+from .blendconfig import BlendConfig, blend_runs
 from .deps import KAGGLE_MAY_LACK
 from .io import read_json, write_json
 from .notebook import parameters_cell
@@ -36,7 +36,7 @@ BUNDLE = ("blend.json", NOTEBOOK, "runs", "wheels", DATASET_META, KERNEL_META)
 def package_for_kaggle(blend_json: str | Path, out: str | Path, runs_dir: str | Path = "runs",
                        extra: tuple[str, ...] = KAGGLE_MAY_LACK, wheels_from: str | Path | None = None,
                        comp: str = "", kaggle_user: str = "") -> Path:
-    """Write the bundle: wheels/, runs/<exp>/fold<k>/{best.pt,config.json}, blend.json, kaggle_infer.ipynb, and
+    """Write the bundle: wheels/, runs/<comp>/<exp>/fold<k>/{best.pt,config.json}, blend.json, kaggle_infer.ipynb, and
     with `comp` (the competition's name on Kaggle) the notebook reading /kaggle/input/<comp> plus the dataset's
     and kernel's metadata for the `kaggle` command (ids under `kaggle_user`).
 
@@ -81,14 +81,15 @@ def bundle_inputs(blend_json: str | Path, runs_dir: str | Path) -> tuple[dict, d
         raise KitError(f"{path} is not a blend made by `kit blend` or the infer notebook ({type(e).__name__}: "
                        f"{e}); pass --blend-json submissions/<name>.blend.json") from None
     BlendConfig.from_blend(spec, str(path))  # the notebook applies it with its config: a bad one is refused here
+    runs = blend_runs(spec, runs_dir)  # runs/<comp>/ of the competition it was fitted on
     files = {}
     for exp, k in parts:
-        src = fold_dir(runs_dir, exp, k)  # the name is checked there: a '../' name would copy from outside runs
+        src = fold_dir(runs, exp, k)  # the name is checked there: a '../' name would copy from outside runs
         for f in (CHECKPOINT, CONFIG):
             if not (src / f).is_file():
                 raise KitError(f"{src / f} is missing: the blend needs every fold of {exp!r}; train it with "
                                f"`kit run-folds --exp {exp}` or blend without it")
-            files[f"runs/{exp}/fold{k}/{f}"] = src / f
+            files[f"runs/{runs.name}/{exp}/fold{k}/{f}"] = src / f
     return spec, files
 
 

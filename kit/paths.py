@@ -45,12 +45,33 @@ def check_name(kind: str, value) -> str:
     return value
 
 
-def exp_dir(runs_dir: str | Path, exp: str) -> Path:
-    return resolve(runs_dir) / check_name("experiment", exp)
+def comp_name(comp) -> str:
+    """A competition's name: its folder's (comp: a Competition, its root folder, or a name under data_dir).
+    The runs of data/flowers and of /kaggle/input/flowers both live under runs/flowers/."""
+    return Path(getattr(comp, "root", comp)).name
 
 
-def fold_dir(runs_dir: str | Path, exp: str, fold: int) -> Path:
-    return exp_dir(runs_dir, exp) / f"fold{fold}"
+def comp_runs(runs_dir: str | Path, comp) -> Path:
+    """runs/<comp>/: a competition's experiments and executed notebooks. Runs belong to a competition: two
+    competitions with an experiment of the same name never share (or overwrite) a run folder."""
+    return resolve(runs_dir) / check_name("competition", comp_name(comp))
+
+
+def exp_dir(runs: str | Path, exp: str) -> Path:
+    """runs/<comp>/<exp>/, of runs: a competition's runs folder (comp_runs)."""
+    return resolve(runs) / check_name("experiment", exp)
+
+
+def fold_dir(runs: str | Path, exp: str, fold: int) -> Path:
+    """runs/<comp>/<exp>/fold<k>/, of runs: a competition's runs folder (comp_runs)."""
+    return exp_dir(runs, exp) / f"fold{fold}"
+
+
+NOTEBOOKS = "_notebooks"  # runs/<comp>/_notebooks/: the executed EDA and infer notebooks (no experiment: no fold<k>/)
+
+
+def notebooks_dir(runs_dir: str | Path, comp) -> Path:
+    return comp_runs(runs_dir, comp) / NOTEBOOKS
 
 
 def check_writable(folder: str | Path, param: str) -> Path:

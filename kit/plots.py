@@ -52,16 +52,34 @@ def predicted_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], tit
     return heatmap(cm, [str(c) for c in classes], [str(c) for c in classes], title, "predicted", "true")
 
 
+LABEL_CHARS = 24  # a longer class name is shortened on an axis ('Amanita muscaria var. flavivolvata' -> 23 + '…')
+
+
+def short(label, n: int = LABEL_CHARS) -> str:
+    label = str(label)
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def tick_size(n: int) -> float:
+    """A tick label's font size for n labels on an axis: 9 up to 16 classes, smaller beyond, never below 5."""
+    return max(5.0, min(9.0, 9.0 * 16 / max(n, 1)))
+
+
 def heatmap(values: np.ndarray, rows: list[str], cols: list[str], title: str, xlabel: str, ylabel: str):
-    """A count matrix in blues, each cell written in it while they stay legible (up to 30 columns)."""
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(cols), 1 + 0.5 * len(rows)))
+    """A count matrix in blues, each cell written in it while they stay legible (up to 30 columns); the figure
+    grows with the class count and long names are shortened, rotated and set smaller."""
+    n = max(len(cols), len(rows))
+    cell = 0.5 if n <= 16 else 0.38
+    fig, ax = plt.subplots(figsize=(1.5 + cell * len(cols), 1.5 + cell * len(rows)))
     ax.imshow(values, cmap="Blues")
     if len(cols) <= 30:
         top = values.max() if values.size else 0
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
-    ax.set_xticks(range(len(cols)), cols, rotation=90 if max(map(len, cols), default=0) > 3 else 0)
-    ax.set_yticks(range(len(rows)), rows)
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7 if n <= 16 else 5.5,
+                    color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(len(cols)), [short(c) for c in cols], fontsize=tick_size(len(cols)),
+                  rotation=90 if max(map(len, map(str, cols)), default=0) > 3 else 0)
+    ax.set_yticks(range(len(rows)), [short(r) for r in rows], fontsize=tick_size(len(rows)))
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -94,12 +112,39 @@ def cam_grid(errors: pd.DataFrame, maps: list):
     return image_grid(images, titles, cols=3, size=2.4)
 
 
+HORIZONTAL_FROM = 17  # classes from which bars lie down: one name per row, read without turning the head
+
+
 def bars(x: list, heights, title: str, xlabel: str, ylabel: str = "images"):
-    fig, ax = plt.subplots(figsize=(max(4, len(x) * 0.4), 3))
-    ax.bar([str(v) for v in x], np.asarray(heights))
-    ax.set_title(title), ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    if max((len(str(v)) for v in x), default=0) > 3:
-        ax.tick_params(axis="x", labelrotation=90)
+    """Bars in the given order: upright for a few short labels; lying down (the first on top, the figure as tall
+    as the labels need) for 17+ or long labels, names shortened past LABEL_CHARS."""
+    labels = [str(v) for v in x]
+    if len(labels) >= HORIZONTAL_FROM or max(map(len, labels), default=0) > 8:
+        fig, ax = plt.subplots(figsize=(6, max(2.5, 0.6 + 0.24 * len(labels))))
+        ax.barh(range(len(labels)), np.asarray(heights))
+        ax.set_yticks(range(len(labels)), [short(v) for v in labels], fontsize=tick_size(len(labels) / 2))
+        ax.invert_yaxis()
+        ax.set_title(title), ax.set_ylabel(xlabel), ax.set_xlabel(ylabel)
+    else:
+        fig, ax = plt.subplots(figsize=(max(4, len(labels) * 0.4), 3))
+        ax.bar(labels, np.asarray(heights))
+        ax.set_title(title), ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+        if max(map(len, labels), default=0) > 3:
+            ax.tick_params(axis="x", labelrotation=90)
+    fig.tight_layout()
+    return fig
+
+
+def image_sizes(stats: pd.DataFrame):
+    """kit.eda.image_stats: histograms of the short side and of the aspect ratio (w/h, log scale) of the readable
+    images: what resize scales from, and what squash distorts or crop cuts."""
+    ok = stats[stats["error"] == ""]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))
+    a.hist(ok[["width", "height"]].min(axis=1), bins=30)
+    a.set_title("short side"), a.set_xlabel("pixels"), a.set_ylabel("images")
+    b.hist(ok["width"] / ok["height"], bins=np.geomspace(0.25, 4, 31))
+    b.set_xscale("log"), b.axvline(1, ls="--", c="gray")
+    b.set_title("aspect ratio (width / height)"), b.set_xlabel("w/h, 1 = square"), b.set_ylabel("images")
     fig.tight_layout()
     return fig
 

@@ -1,4 +1,4 @@
-"""The run folder runs/<exp>/fold<k>/: every file a fold's run (and the runner, and infer) writes there, by
+"""The run folder runs/<comp>/<exp>/fold<k>/: every file a fold's run (and the runner, and infer) writes there, by
 name, and what each one promises. No other module spells these names.
 
     best.pt          the best epoch's weights (checkpoint()); top-<epoch>.pt the next best (save_top)
@@ -29,7 +29,7 @@ from . import KitError, __version__
 from .config import training_changes
 from .folds import folds_hash, folds_path, read_folds
 from .io import load_torch, read_json, save_torch, write_csv, write_json
-from .tta import PRESETS as TTA_PRESETS
+from .tta import NAMES as TTA_NAMES
 
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
@@ -63,8 +63,9 @@ def top_name(epoch: int) -> str:
 
 
 def retrain_command(folder: Path) -> str:
-    """The command that trains this fold folder (runs/<exp>/fold<k>) afresh."""
-    return f"kit run-folds --exp {folder.parent.name} --folds {fold_number(folder)} --force"
+    """The command that trains this fold folder (runs/<comp>/<exp>/fold<k>) afresh."""
+    return (f"kit run-folds --comp {folder.parent.parent.name} --exp {folder.parent.name} --folds "
+            f"{fold_number(folder)} --force")
 
 
 def fold_number(folder: Path) -> str:
@@ -90,6 +91,26 @@ def stale_reason(folder: Path) -> str:
     return ""
 
 
+def check_competition(folder: Path, competition: str, fhash: str) -> None:
+    """Refuse a run folder (a fold's, or an experiment's with fold<k>/ in it) holding runs of another competition:
+    one recorded at another root folder and made on other folds (`fhash`, which hashes ids and labels). Two
+    competitions with one folder name (data/flowers and /kaggle/input/flowers) share runs/<name>/, and a fresh
+    start would remove the other's files; the same competition moved (same folds) is no clash."""
+    configs = [folder / CONFIG] if folder.name.startswith("fold") else sorted(folder.glob(f"fold*/{CONFIG}"))
+    for path in configs:
+        if not path.is_file():
+            continue
+        try:
+            theirs = read_json(path)
+        except KitError:  # a torn config.json: the fold's own checks say so
+            continue
+        if theirs.get("competition", competition) != competition and theirs.get("folds_hash") != fhash:
+            raise KitError(f"{path.parent} holds a run of another competition, {theirs['competition']} (folds "
+                           f"{theirs.get('folds_hash')}), not of {competition} (folds {fhash}): both are named "
+                           f"{Path(competition).name!r}. Set runs_dir to another folder for one of them or rename one "
+                           "competition's folder; nothing was written")
+
+
 def remove_stale_temps(folder: Path) -> None:
     """A kill between write and rename leaves .<name>.<random>.tmp files: never complete, safe to drop."""
     for tmp in folder.glob(".*.tmp"):
@@ -99,7 +120,7 @@ def remove_stale_temps(folder: Path) -> None:
 def run_outputs(folder: Path) -> list[Path]:
     """The files a fold's run writes in its folder (and infer's cached test predictions of its checkpoint);
     by their exact names: the folder may hold the user's own files too."""
-    names = {CHECKPOINT, LAST, HISTORY, OOF, *(oof_name(t) for t in TTA_PRESETS), *(cache_name(t) for t in TTA_PRESETS)}
+    names = {CHECKPOINT, LAST, HISTORY, OOF, *(oof_name(t) for t in TTA_NAMES), *(cache_name(t) for t in TTA_NAMES)}
     return [p for p in folder.glob("*") if p.name in names or TOP.fullmatch(p.name)]
 
 

@@ -33,7 +33,7 @@ from .io import write_json
 from .lifetime import die_with_parent
 from .notebook import (check_kernel, check_parameters, environ, load_notebook, notebook_parameters, reset_kernel,
                        run_notebook, started_kernel)
-from .paths import check_name, check_writable, exp_dir, fold_dir, project_root, resolve
+from .paths import check_name, check_writable, comp_runs, exp_dir, fold_dir, project_root, resolve
 
 POLL = 0.1  # seconds between looks at the workers: a free slot waits at most this long for its next fold
 
@@ -75,7 +75,7 @@ def run_job(job: Job, km=None) -> JobResult:
 def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: str | Path = "notebooks/train_fold.py",
               runs_dir: str = "runs", force: bool = False, jobs: int = 1, gpus: str = "", threads: int = 0,
               stagger: float = 2.0, backend: str = "local", address: str = "", on_status=None,
-              nb=None) -> pd.DataFrame:
+              nb=None, say=None) -> pd.DataFrame:
     """One papermill job per fold, on its slot's worker and kernel (run_local) or as a Ray task.
 
     Finished folds are skipped unless force (then they start afresh: resume=False); a finished fold trained
@@ -84,7 +84,8 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     trainings, which the blender refuses); a fold killed half-way resumes from its last.pt; a failing fold
     does not stop the others; a fold another run is writing is reported ("busy"), never written by two.
     Locally: one job per GPU in `gpus` ("0,1", "auto") with CUDA_VISIBLE_DEVICES, else `jobs` CPU jobs with
-    `threads` threads each; worker starts are `stagger` s apart. on_status(table): the live status_table.
+    `threads` threads each (0: default_threads); worker starts are `stagger` s apart. on_status(table): the
+    live status_table; say(line): what is about to run, and where (the folds, slots and threads).
     Every check that can fail runs before any fold starts. nb: `notebook` already loaded (kit run-folds reads
     its parameters cell first, to type the -p values), so that it is read and checked once.
     """
@@ -106,13 +107,19 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
         if "resume" not in names:
             raise KitError(f"force: {notebook} has no `resume` parameter, so a finished fold cannot be started afresh")
         params["resume"] = False
-    threads = threads or int(params.get("threads", 0) or 0)
+    slots = gpu_slots(gpus) if backend == "local" else []
+    threads, why = threads_per_job(threads or int(params.get("threads", 0) or 0), len(slots) or jobs, backend)
     if threads and "threads" in names:
         params["threads"] = threads
     config = train_config(names, params)
-    slots = gpu_slots(gpus) if backend == "local" else []
     check_writable(runs_dir, "runs_dir")
-    dirs = {k: fold_dir(runs_dir, exp, k) for k in folds}
+    comp = params.get("comp", names.get("comp"))
+    if not comp:
+        raise KitError(f"{notebook} has no `comp` parameter and none was given: runs live under runs/<comp>/<exp>")
+    runs = comp_runs(runs_dir, comp)
+    check_other_competition(exp_dir(runs, exp), comp, params.get("data_dir", names.get("data_dir")) or "data",
+                            runs_dir)
+    dirs = {k: fold_dir(runs, exp, k) for k in folds}
     if any(force or not is_complete(d) for d in dirs.values()):
         check_kernel()  # a kernel that cannot start is reported before any fold folder is touched
     results, todo = {}, []
@@ -133,13 +140,47 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
             env = {**thread_env(threads), HELD_ENV: str(lock_path(d))}  # the worker's kernel runs under this lock
             todo.append(Job(name, k, str(resolve(notebook)), nb_out, {**params, "fold": k}, str(project_root()), env,
                             str(d / RUN_LOG), str(d / JOB)))
+        if say and todo:
+            at_once = f"{len(slots)} GPU slot(s)" if slots else "on Ray" if backend == "ray" else f"{jobs} at a time"
+            say(f"{len(todo)} fold(s) of {runs.name}/{exp} to run, {at_once}; {why}")
         if backend == "ray" and todo:
             results.update(run_on_ray(todo, address, gpus, threads, on_status))
         elif todo:
             results.update(run_local(todo, slots or [""] * jobs, stagger, on_status))
     made = config and any(results[k].status in ("done", "skipped") for k in folds)  # this run's training exists
-    mixed = mixed_folds(exp_dir(runs_dir, exp), folds, config) if made else []
+    mixed = mixed_folds(exp_dir(runs, exp), folds, config) if made else []
     return pd.DataFrame([results[k].__dict__ for k in folds] + [r.__dict__ for r in mixed])
+
+
+def check_other_competition(exp_path: Path, comp: str, data_dir: str, runs_dir: str) -> None:
+    """Before any fold starts: refuse an experiment folder holding another competition's runs
+    (kit.rundir.check_competition). Nothing to check while the competition or its folds cannot be read: the
+    fold's own start says why."""
+    from .competition import find_root
+    from .folds import folds_hash, folds_path, read_folds
+    from .rundir import check_competition
+
+    if not exp_path.is_dir():
+        return
+    try:
+        root = find_root(comp, data_dir)
+        fhash = folds_hash(read_folds(folds_path(root, runs_dir)))
+    except KitError:
+        return
+    check_competition(exp_path, str(root), fhash)
+
+
+def threads_per_job(threads: int, at_once: int, backend: str = "local") -> tuple[int, str]:
+    """(torch threads per fold, why): `threads` as given, else the cores here shared by the folds that run at once
+    (on a 2-core machine two folds of torch's default 2 threads each run 3x slower than 1 each: they fight for the
+    cores). On Ray the cluster's machines are not these: torch's default there (0)."""
+    if threads:
+        return threads, f"{threads} torch thread(s) per fold (--threads)"
+    if backend == "ray":
+        return 0, "torch's default threads on each Ray worker (--threads to set them)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = max(1, cores // max(1, at_once))
+    return n, f"{n} torch thread(s) per fold: {cores} cores / {at_once} at once (--threads to change)"
 
 
 def train_config(names: dict, params: dict) -> dict | None:
@@ -305,17 +346,22 @@ def status_table(todo: list[Job], done: dict, started: dict) -> pd.DataFrame:
             state, elapsed = "queued", ""
         row = {"fold": job.fold, "state": state, "epoch": "", "best": "", "elapsed_s": elapsed, "eta_s": ""}
         if state != "queued":
-            row.update(progress(Path(job.output).parent, job.params, state == "running"))
+            # a fresh start (--force) shows its own epochs, not the history the old run left until it is removed
+            since = started.get(job.fold, 0.0) if job.params.get("resume") is False else 0.0
+            row.update(progress(Path(job.output).parent, job.params, state == "running", since))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def progress(folder: Path, params: dict, running: bool) -> dict:
-    """epoch, best and eta_s of a fold from its history (epochs count from 1); {} before its first epoch."""
+def progress(folder: Path, params: dict, running: bool, since: float = 0.0) -> dict:
+    """epoch, best and eta_s of a fold from its history (epochs count from 1); {} before its first epoch, and for a
+    history last written before `since` (a time.time(): an older run's)."""
     from .metrics import lookup
     from .rundir import HISTORY
 
     try:
+        if since and (folder / HISTORY).stat().st_mtime < since:
+            return {}
         h = pd.read_csv(folder / HISTORY)
         metric = f"val_{params['metric']}" if f"val_{params.get('metric')}" in h else next(
             c for c in h.columns if c.startswith("val_") and c != "val_loss")

@@ -1,5 +1,5 @@
 """One fold's training: the best checkpoint by validation metric, the history, OOF predictions and the
-resolved config, written atomically into runs/<exp>/fold<k>/ (kit.rundir names the files); the state saved
+resolved config, written atomically into runs/<comp>/<exp>/fold<k>/ (kit.rundir names the files); the state saved
 at every epoch boundary makes the run resumable."""
 
 from __future__ import annotations
@@ -8,8 +8,11 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
+import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
@@ -26,17 +29,16 @@ from . import KitError, __version__, rundir, tracking
 from .augment import eval_transform, normalization, train_transform
 from .competition import load_competition
 from .config import TrainConfig, resolved
-from .data import DECODE_MARGIN, ImageDataset, loader_workers, make_loader, readable_images
+from .data import DECODE_MARGIN, ImageDataset, SharedDecodeDataset, loader_workers, make_loader, readable_images
 from .device import amp_dtype, dtype_name, headless, inference_dtype, pick_device, seed_everything, set_threads
 from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .lock import fold_lock
 from .metrics import check_targets, lookup, metric_value, score
-from .models import create_model, cumulative_targets, head_of, resolve_model
-from .paths import fold_dir, resolve
+from .models import create_model, cumulative_targets, eval_geometry, head_of, resolve_model
+from .paths import comp_runs, fold_dir, resolve
 from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
 from .sam import SAM, sam_update
-from .tta import CANDIDATES as TTA_CANDIDATES
-from .tta import predict, predict_many
+from .tta import Job, auto_candidates, predict, predict_many, predict_models, split
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Loaders:
     val_y: np.ndarray  # their targets
     val_ok: np.ndarray  # which validation rows are readable: the others get uniform OOF probabilities
     skipped: list[str]  # the unreadable images left out (on_bad_image='skip')
+    eval_transform: Callable[[str], A.Compose]  # resize mode -> the validation transform with that mode
 
     def reseed(self, seed: int) -> None:
         """The batches' order and augmentations from `seed`; the loader's workers take their seeds from its
@@ -164,11 +167,13 @@ class TrainState:
 
 def fit_fold(cfg: TrainConfig) -> FoldResult:
     """The day of one fold: set up, resume (or start afresh), train epoch by epoch, predict its OOF."""
-    out = fold_dir(cfg.runs_dir, cfg.exp, cfg.fold)
+    out = fold_dir(comp_runs(cfg.runs_dir, cfg.comp), cfg.exp, cfg.fold)
     with fold_lock(out):  # one writer per fold folder (kit.lock)
         seed_everything(cfg.seed)
         set_threads(cfg.threads)
         fold = load_fold(cfg)
+        # never write over another competition's run (one of the same folder name)
+        rundir.check_competition(out, fold.meta["competition"], fold.meta["folds_hash"])
         trackers = tracking.open_trackers(cfg, out)  # imports each library: a missing one stops before any removal
         rundir.remove_stale_temps(out)
         # before anything is written: a resume must continue the same training, a fresh start leaves nothing
@@ -202,6 +207,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
                     break
             bar.close()
             result = predict_oof(state, loaders, fold, out)
+            if not cfg.keep_last:  # complete without it (its OOF is written): only a resume reads it
+                (out / rundir.LAST).unlink(missing_ok=True)
             tracker.log_artifacts(out / rundir.HISTORY, out / rundir.CONFIG)
             return result
 
@@ -219,12 +226,14 @@ def load_fold(cfg: TrainConfig) -> Fold:
             raise KitError(f"class name {c!r} collides with an OOF column name {sorted(RESERVED)}; rename the class")
     check_targets(cfg.metric, lookup(cfg.metric), comp.targets[:1], np.zeros((1, len(comp.classes))))
     timm_name, size = resolve_model(cfg.model, cfg.img_size)
+    resize, crop_pct = eval_geometry(timm_name, cfg.resize, cfg.crop_pct)
     device = pick_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     classes = [str(c) for c in comp.classes]
     meta = dict(folds_hash=folds_hash(folds), n_folds=n_folds, classes=classes, timm_name=timm_name,
-                img_size_resolved=size, competition=str(comp.root), device_resolved=str(device),
-                amp_resolved=dtype_name(dtype), kit_version=__version__, task_resolved=comp.task)
+                img_size_resolved=size, resize_resolved=resize, crop_pct_resolved=crop_pct, competition=str(comp.root),
+                device_resolved=str(device), amp_resolved=dtype_name(dtype), kit_version=__version__,
+                task_resolved=comp.task)
     return Fold(table, comp.targets, (table["fold"] == cfg.fold).to_numpy(), classes, comp.task, size, device, dtype,
                 inference_dtype(meta["amp_resolved"], device), meta)
 
@@ -235,15 +244,18 @@ def make_loaders(cfg: TrainConfig, fold: Fold, mean, std) -> Loaders:
     paths = fold.table["path"]
     readable = readable_images(paths, cfg.on_bad_image, DECODE_MARGIN * fold.size, cache)
     is_train, is_val = ~fold.is_val & readable, fold.is_val & readable
+    resize, crop_pct = fold.meta["resize_resolved"], fold.meta["crop_pct_resolved"]
+    evaluation = partial(eval_transform, fold.size, mean, std, crop_pct=crop_pct)  # of a resize mode
     train_ds = ImageDataset(paths[is_train], fold.y[is_train],
-                            train_transform(cfg.augment, fold.size, mean, std, cfg.seed), fold.size, cache)
-    val_ds = ImageDataset(paths[is_val], fold.y[is_val], eval_transform(fold.size, mean, std), fold.size, cache)
+                            train_transform(cfg.augment, fold.size, mean, std, cfg.seed, resize, crop_pct),
+                            fold.size, cache)
+    val_ds = ImageDataset(paths[is_val], fold.y[is_val], evaluation(resize=resize), fold.size, cache)
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         raise KitError(f"mixup/cutmix need an even batch_size; got {cfg.batch_size}")
     workers = loader_workers(cfg.num_workers, fold.device)
     return Loaders(make_loader(train_ds, cfg.batch_size, True, workers, cfg.seed),
                    make_loader(val_ds, cfg.batch_size * 2, False, workers), fold.y[is_val], readable[fold.is_val],
-                   paths[~readable].tolist())
+                   paths[~readable].tolist(), lambda mode: evaluation(resize=mode))
 
 
 def run_epoch(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> tuple[dict, bool]:
@@ -280,9 +292,8 @@ def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> F
     best = rundir.load_best(out, map_location=fold.device)
     state.model.load_state_dict(best["model"])
     made_by = rundir.checkpoint_hash(out / CHECKPOINT)  # every OOF row names the checkpoint that predicted it
-    ttas = TTA_CANDIDATES if cfg.tta == "auto" else (cfg.tta,)
-    preds = predict_many(state.model, loaders.val, ttas, device=fold.device, desc="oof", dtype=fold.eval_dtype,
-                         activation=state.activation)
+    ttas = auto_candidates(fold.meta["resize_resolved"]) if cfg.tta == "auto" else (cfg.tta,)
+    preds = predict_views(state, loaders, ttas, fold)
     ids, y = fold.table["id"][fold.is_val], rundir.encode_targets(fold.y[fold.is_val])
     oofs = {tta: rundir.oof_frame(ids, cfg.fold, y, with_uniform_rows(probs, loaders.val_ok), fold.classes, tta,
                                   fold.meta["folds_hash"], made_by) for tta, probs in preds.items()}
@@ -290,6 +301,22 @@ def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> F
     history = pd.DataFrame(state.rows)
     best_row = history.set_index("epoch").loc[best["epoch"]]
     return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oofs[ttas[0]])
+
+
+def predict_views(state: TrainState, loaders: Loaders, ttas, fold: Fold) -> dict[str, np.ndarray]:
+    """{tta: the validation rows' probabilities} in one pass. A TTA at another resize mode than the fold's
+    (tta@mode) reads the image made square that way: then every image is decoded once and resized per mode
+    (as test inference does, kit.infer.predict_images)."""
+    own = fold.meta["resize_resolved"]
+    modes = list(dict.fromkeys(split(t)[1] or own for t in ttas))
+    if modes == [own]:
+        return predict_many(state.model, loaders.val, ttas, device=fold.device, desc="oof", dtype=fold.eval_dtype,
+                            activation=state.activation)
+    ds = SharedDecodeDataset(loaders.val.dataset.paths, [(loaders.eval_transform(m), fold.size) for m in modes])
+    jobs = [Job(state.model, t, fold.eval_dtype, modes.index(split(t)[1] or own), activation=state.activation)
+            for t in ttas]
+    loader = make_loader(ds, loaders.val.batch_size, False, loaders.val.num_workers)
+    return dict(zip(ttas, predict_models(jobs, loader, fold.device, f"oof tta={','.join(ttas)}")))
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:

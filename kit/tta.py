@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
 from . import KitError
+from .augment import RESIZE_MODES
 from .device import headless
 
 PRESETS: dict[str, list] = {
@@ -29,6 +30,10 @@ PRESETS: dict[str, list] = {
     "multiscale": [ttach.Scale(scales=[1, 0.875, 1.125], interpolation="bilinear", align_corners=False)],
 }
 MERGES = ("mean", "gmean", "logit_mean")
+# A TTA name is a preset, or a preset@<resize mode> (kit.augment.RESIZE_MODES): its views of the image made
+# square by that mode instead of the fold's own resize (e.g. none@crop for a fold that squashes). tta='auto'
+# tries auto_candidates: every preset at the fold's mode and the plain image at each other mode.
+NAMES = (*PRESETS, *(f"{p}@{m}" for p in PRESETS for m in RESIZE_MODES))
 
 
 def cumulative_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -51,20 +56,33 @@ ACTIVATIONS = {"softmax": lambda z: z.softmax(-1), "sigmoid": torch.sigmoid, "cu
 CANDIDATES = ("none", "hflip", "flips", "multiscale", "d4")
 
 
+def auto_candidates(resize: str) -> tuple[str, ...]:
+    """What tta='auto' predicts OOF with for a fold whose images are made square by `resize`."""
+    return (*CANDIDATES, *(f"none@{m}" for m in RESIZE_MODES if m != resize))
+
+
+def split(tta: str) -> tuple[str, str | None]:
+    """(preset, resize mode or None: the fold's own) of a TTA name; an unknown one raises KitError."""
+    if tta not in NAMES:
+        raise KitError(f"unknown tta {tta!r}; choose a preset {sorted(PRESETS)}, optionally with @<resize mode> "
+                       f"{list(RESIZE_MODES)} (e.g. 'hflip@crop'), or 'auto'")
+    preset, _, mode = tta.partition("@")
+    return preset, mode or None
+
+
 def n_views(tta: str) -> int:
     return max(1, len(views(tta)))
 
 
 def views(tta: str) -> list:
     """ttach Transformers, one per view (the identity first)."""
-    if tta not in PRESETS:
-        raise KitError(f"unknown tta {tta!r}; choose one of {sorted(PRESETS)}")
-    return list(ttach.Compose(PRESETS[tta])) if PRESETS[tta] else []
+    preset = split(tta)[0]
+    return list(ttach.Compose(PRESETS[preset])) if PRESETS[preset] else []
 
 
 def check_tta(tta: str, height: int, width: int) -> None:
     """Refuse combinations that are geometrically invalid for the input."""
-    if tta == "d4" and height != width:
+    if split(tta)[0] == "d4" and height != width:
         raise KitError(f"tta='d4' rotates by 90 degrees, which needs square inputs; got {height}x{width}. "
                        "Use 'flips' or resize to a square")
 

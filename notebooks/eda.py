@@ -74,6 +74,10 @@ if "group" in c.train:
 
 # %% [markdown]
 # ## Image sizes, modes and unreadable files
+#
+# Modes and formats; the short side and aspect ratio of every image as histograms (what `resize`
+# scales from, what `squash` distorts and `crop` cuts); then each (width, height) when there are
+# a few, else the images per bucket of short side and aspect ratio.
 
 # %%
 stats = eda.image_stats(list(c.train["path"]) + list(c.test["path"]))
@@ -82,6 +86,8 @@ print(f"{len(bad)} unreadable file(s): training stops on them unless on_bad_imag
 display(bad[["path", "error"]]) if len(bad) else None
 print(f"{len(noted)} file(s) kit converts on the fly (mode, extension, rotation, size)")
 display(noted.groupby("note").size().rename("files").to_frame()) if len(noted) else None
+display(eda.mode_summary(stats))
+plots.image_sizes(stats);
 eda.size_summary(stats)
 
 # %% [markdown]

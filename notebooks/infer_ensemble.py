@@ -40,7 +40,7 @@ from kit import board, eda, explain, plots, scorecard
 from kit.blendconfig import BlendConfig
 from kit.infer import blend_and_submit, blend_metric
 
-metric = blend_metric(metric, exps, runs_dir)  # as `kit blend` does
+metric = blend_metric(metric, comp, exps, runs_dir)  # as `kit blend` does
 config = BlendConfig(method, metric, space, power, rounds, fit_metric)
 done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind,
                         batch_size, num_workers)
@@ -130,7 +130,7 @@ errors
 if errors is not None and len(errors):
     best = explain.best_experiment(report.scores, metric)
     print(f"Grad-CAM of {best}, the best experiment on OOF {metric}")
-    plots.cam_grid(errors.head(4), explain.class_activation_maps(errors.head(4), runs_dir, best, device));
+    plots.cam_grid(errors.head(4), explain.class_activation_maps(errors.head(4), runs_dir, done.comp, best, device));
 
 # %% [markdown]
 # ## Submission
@@ -142,10 +142,10 @@ done.submission.head()
 # %% [markdown]
 # ## Experiments compared
 #
-# Every experiment under `runs_dir`: folds done, OOF score per TTA, best epoch and time per fold,
+# Every experiment of the competition (`runs_dir/<comp>/`): folds done, OOF score per TTA, best epoch and time per fold,
 # weight in the newest blend; then the training parameters that differ between them.
 
 # %%
 if report:
-    display(board.board(runs_dir, submissions=out_dir))
-board.differing_params(runs_dir) if report else None
+    display(board.board(runs_dir, submissions=out_dir, comp=comp))
+board.differing_params(runs_dir, comp) if report else None

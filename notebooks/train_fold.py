@@ -3,12 +3,13 @@
 #
 # Pick the model, image size, epochs and the rest in the `parameters` cell, run fold 0 here and
 # watch the curves. `kit run-folds` runs this same notebook headlessly once per fold (papermill
-# injects `exp`, `fold` and any parameter you pass). Outputs land in `runs/<exp>/fold<k>/`:
+# injects `exp`, `fold` and any parameter you pass). Outputs land in
+# `runs/<comp>/<exp>/fold<k>/`:
 # `best.pt`, `history.csv`, `oof.csv` and `config.json`.
 
 # %% tags=["parameters"]
 comp = 'demo'  # the competition: a folder under data_dir, an absolute path, or a /kaggle/input/<comp> name
-exp = 'exp0'  # experiment name: runs/<exp>/fold<k>/ (set by the runner)
+exp = 'exp0'  # experiment name: runs/<comp>/<exp>/fold<k>/ (set by the runner)
 fold = 0  # the fold of folds.csv trained and validated on (set by the runner); at least 0
 data_dir = 'data'  # the folder that holds the competitions
 runs_dir = 'runs'  # the folder that holds the experiments' run folders
@@ -20,6 +21,8 @@ model = 'test_efficientnet'  # any timm name, or a preset effnet_b0..effnet_b7 (
 pretrained = False  # pretrained weights from the timm/Hugging Face cache
 weights = ''  # local checkpoint file (state_dict, kit or timm checkpoint, .safetensors), for internet-off notebooks; a class-count mismatch keeps the backbone and starts a fresh head
 img_size = 0  # 0: the native resolution of the model (224 when unknown); at least 0
+resize = 'auto'  # how an image becomes an img_size square for validation, OOF, test and the none/light presets: squash stretches it; crop scales the short side to img_size / crop_pct and keeps the centre; letterbox fits the long side and pads; auto: the model's pretrained config (timm's crop_mode; crop for most); choices: auto, squash, crop, letterbox
+crop_pct = 0.0  # resize crop: the share of the short side kept; 0: the model's pretrained crop_pct (0.875 when unknown); at least 0 and at most 1
 ordinal_head = 'cumulative'  # ordinal (and regression) tasks only, no effect on others: cumulative trains K-1 sigmoids P(grade > k) with BCE on the targets [y > k] (CORAL, the APTOS/PANDA binned BCE); softmax a softmax over the K grades with cross-entropy; choices: cumulative, softmax
 epochs = 5  # training epochs; at least 1
 batch_size = 64  # images per micro-batch; at least 1
@@ -41,8 +44,9 @@ sam_every = 1  # the two-pass SAM update every N optimizer steps, plain steps be
 ema_decay = 0.0  # EMA of the weights (timm's ModelEmaV3), validated and saved when > 0 (e.g. 0.999); at least 0 and less than 1
 patience = 0  # early stopping after N epochs without improvement, 0: off; at least 0
 save_top = 1  # keep the best N checkpoints (best.pt the best, then top-<epoch>.pt); at least 1
+keep_last = True  # keep last.pt (the training state for a resume) once the fold is finished; False deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes
 metric = 'accuracy'  # validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another kit.metrics name, or a scikit-learn scorer name
-tta = 'auto'  # auto: OOF for every preset, the infer step picks the best per experiment; choices: auto, none, hflip, flips, d4, multiscale
+tta = 'auto'  # auto: OOF for every preset and resize mode, the infer step picks the best per experiment; or a preset (none, hflip, flips, multiscale, d4), optionally @squash, @crop or @letterbox for another resize than the fold's
 seed = 42  # seeds the weights' init, and each epoch's batches, augmentations and mixes
 device = 'auto'  # auto, cpu, cuda, cuda:<n> (e.g. cuda:1) or mps
 amp = 'auto'  # mixed precision: auto is bf16 on CUDA, off on CPU; fp16 uses a GradScaler; choices: auto, bf16, fp16, off

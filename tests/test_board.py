@@ -22,7 +22,7 @@ def fake_fold(comp, exp, k, params=None, val=(0.5, 0.7, 0.6), seconds=2.0, kit_v
     config.json, history.csv (val: val_accuracy per epoch) and OOF files for 'none' (all right) and 'hflip'
     (all right but on fold 0, all wrong there)."""
     folds = read_folds(folds_path(comp))
-    d = fold_dir("runs", exp, k)
+    d = fold_dir("runs/demo", exp, k)
     d.mkdir(parents=True)
     (d / CHECKPOINT).write_text(f"weights of {exp} fold {k}")
     cfg = TrainConfig(exp=exp, fold=k, **(params or {})).to_dict()
@@ -70,7 +70,7 @@ def test_board_shows_each_experiment_with_its_folds_scores_best_epochs_and_times
 
 def test_best_epoch_of_a_loss_is_the_lowest(tiny_comp):
     fake_fold(tiny_comp, "a", 0, {"metric": "log_loss"})
-    folder = fold_dir("runs", "a", 0)
+    folder = fold_dir("runs/demo", "a", 0)
     history = pd.read_csv(folder / HISTORY).assign(val_log_loss=[0.9, 0.4, 0.6])
     write_history(folder, history.to_dict("records"))
     assert board()["best_epochs"][0] == [2, None, None]
@@ -143,9 +143,10 @@ def test_oof_left_by_an_earlier_checkpoint_is_a_note_not_a_score(tiny_comp):
     assert len(notes) == 1 and notes[0].startswith(f"no OOF score: {folder / OOF} was made by checkpoint")
 
 
-def blend_json(name, weights, checkpoints, mtime):
+def blend_json(name, weights, checkpoints, mtime, competition="demo"):
     path = write_json({"experiments": [{"name": e, "weight": w, "checkpoints": checkpoints.get(e, [])}
-                                       for e, w in weights.items()]}, f"submissions/{name}.blend.json")
+                                       for e, w in weights.items()], "competition": competition},
+                      f"submissions/{name}.blend.json")
     os.utime(path, (mtime, mtime))
 
 
@@ -153,9 +154,10 @@ def test_the_blend_weight_is_the_newest_blends_and_a_retrained_experiment_is_not
     for exp in ("a", "b", "c"):
         for k in range(3):
             fake_fold(tiny_comp, exp, k)
-    current = {e: [checkpoint_hash(fold_dir("runs", e, k) / CHECKPOINT) for k in range(3)] for e in ("a", "b")}
+    current = {e: [checkpoint_hash(fold_dir("runs/demo", e, k) / CHECKPOINT) for k in range(3)] for e in ("a", "b")}
     blend_json("new", {"a": 0.7, "b": 0.3}, {"a": current["a"], "b": ["older"] * 3}, mtime=2_000_000_000)
     blend_json("old", {"a": 0.1, "c": 0.9}, current, mtime=1_000_000_000)
+    blend_json("other", {"a": 0.5, "b": 0.5}, current, mtime=3_000_000_000, competition="flowers")  # not ours
     t = board()
     assert t.attrs["blend"].endswith("new.blend.json")
     assert row(t, "a")["blend_weight"] == 0.7 and row(t, "b")["blend_weight"] == 0.3
@@ -182,11 +184,31 @@ def test_kit_board_prints_both_tables(tiny_comp, capsys):
 def test_no_experiments_is_a_clear_message(project, capsys, make):
     runs = project / "elsewhere"
     if make:
-        (runs / "_notebooks").mkdir(parents=True)  # the runner's executed notebooks: no experiment
+        (runs / "demo" / "_notebooks").mkdir(parents=True)  # the runner's executed notebooks: no experiment
     assert main(["board", "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("kit board: error: ") and "kit run-folds --exp NAME" in err
-    assert ("no experiments under" if make else "does not exist") in err
+    assert err.startswith("kit board: error: ") and "kit run-folds --comp NAME --exp NAME" in err
+    assert "no competition has runs under" in err
+    assert main(["board", "--runs-dir", str(runs), "--comp", "demo"]) == 2
+    assert ("no experiments under" if make else "does not exist") in capsys.readouterr().err
+
+
+def test_the_board_of_a_competition_shows_its_own_experiments(tiny_comp, capsys):
+    """Two competitions under one runs_dir, each with an experiment 'a': the board needs --comp and shows that one's."""
+    from kit.demo import build_demo
+    from kit.folds import make_folds, write_folds
+    from kit.competition import load_competition
+
+    build_demo("data", name="other", n=60, size=16)
+    other = load_competition("other")
+    write_folds(make_folds(other, 2), folds_path(other))
+    fake_fold(tiny_comp, "a", 0, {"lr": 1e-3})
+    d = fold_dir("runs/other", "a", 0)
+    d.mkdir(parents=True)
+    assert main(["board"]) == 2
+    assert "competitions demo, other have runs under" in capsys.readouterr().err
+    assert main(["board", "--comp", "demo"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["a", "test_efficientnet", "16", "1", "3"]
 
 
 def test_a_fold_fit_fold_trained_is_read_as_done(tiny_fold):
@@ -214,7 +236,7 @@ def test_a_multilabel_experiment_is_scored_on_its_label_matrix(project):
         fit_fold(TrainConfig(comp="ml", exp="ml", fold=k, metric="f_beta:1", model="test_resnet", img_size=16,
                              epochs=1, batch_size=32, tta="none"))
     row = board().set_index("experiment").loc["ml"]
-    e = load_oof("runs", "ml", read_folds(folds_path(comp)))
+    e = load_oof("runs/ml", "ml", read_folds(folds_path(comp)))
     y = oof_targets(e.oof, 10)
     assert y.shape == (48, 10) and row["oof_f_beta:1_none"] == pytest.approx(metric_value("f_beta:1", y, e.probs))
     assert row["folds_done"] == 2

@@ -94,7 +94,8 @@ def test_bundle_notebook_installs_only_what_a_kaggle_like_image_lacks_and_submit
     bundle = package_for_kaggle(project / "blend.json", tmp_path / "bundle", wheels_from=extras, comp="comp")
     wheels = sorted(p.name.split("-")[0] for p in (bundle / "wheels").iterdir())
     assert wheels == sorted(["kaggle_kit", *(n.replace("-", "_") for n in kit.package.KAGGLE_MAY_LACK)])
-    assert sorted(p.parent.name for p in (bundle / "runs" / "m").glob("fold*/best.pt")) == ["fold0", "fold1", "fold2"]
+    assert sorted(p.parent.name for p in (bundle / "runs" / "demo" / "m").glob("fold*/best.pt")) == [
+        "fold0", "fold1", "fold2"]
 
     py = kaggle_like_image(tmp_path)
     old = {r.split("==")[0]: r.split("==")[1] for r in KAGGLE_LIKE}
@@ -141,7 +142,8 @@ def test_bundle_notebook_installs_only_what_a_kaggle_like_image_lacks_and_submit
     assert json.loads((bundle / "blend.json").read_text())["experiments"][0]["tta"] == "hflip"
     # packaged again into its own bundle: replaced, not refused
     assert package_for_kaggle(project / "blend.json", bundle, wheels_from=extras) == bundle
-    assert sorted(p.parent.name for p in (bundle / "runs" / "m").glob("fold*/best.pt")) == ["fold0", "fold1", "fold2"]
+    assert sorted(p.parent.name for p in (bundle / "runs" / "demo" / "m").glob("fold*/best.pt")) == [
+        "fold0", "fold1", "fold2"]
 
 
 # --- a command deletes only what it created (issue 12 item 1) -----------------------------------------------
@@ -149,12 +151,12 @@ def test_bundle_notebook_installs_only_what_a_kaggle_like_image_lacks_and_submit
 def fake_runs(project, exp="m", n_folds=2, name=None):
     """A blend.json over `exp` and its folds' files (the bundle copies them as they are)."""
     for k in range(n_folds):
-        d = project / "runs" / exp / f"fold{k}"
+        d = project / "runs" / "demo" / exp / f"fold{k}"
         d.mkdir(parents=True, exist_ok=True)
         (d / "best.pt").write_bytes(b"weights %d" % k)
         (d / "config.json").write_text("{}")
     spec = {"experiments": [{"name": name or exp, "tta": "none", "weight": 1.0, "n_folds": n_folds}],
-            "classes": ["0", "1"], "space": "prob", "power": 2.0}
+            "classes": ["0", "1"], "space": "prob", "power": 2.0, "competition": "demo"}
     (project / "blend.json").write_text(json.dumps(spec))
     return project / "blend.json"
 
@@ -174,7 +176,7 @@ def no_wheel_build(monkeypatch):
     monkeypatch.setattr(kit.package, "build_wheels", build)
 
 
-@pytest.mark.parametrize("out", ["data", ".", "runs", "runs/m"])
+@pytest.mark.parametrize("out", ["data", ".", "runs", "runs/demo", "runs/demo/m"])
 def test_package_into_a_folder_holding_other_files_deletes_nothing(project, no_wheel_build, capsys, out):
     blend = fake_runs(project)
     (project / "data" / "demo").mkdir()
@@ -191,7 +193,7 @@ def test_package_into_a_folder_holding_other_files_deletes_nothing(project, no_w
 
 def test_package_checks_every_input_before_writing(project, no_wheel_build):
     blend = fake_runs(project)
-    (project / "runs" / "m" / "fold1" / "best.pt").unlink()
+    (project / "runs" / "demo" / "m" / "fold1" / "best.pt").unlink()
     with pytest.raises(KitError, match=r"fold1/best.pt is missing: the blend needs every fold of 'm'"):
         package_for_kaggle(blend, project / "bundle")
     assert not (project / "bundle").exists()
@@ -205,7 +207,7 @@ def test_package_checks_every_input_before_writing(project, no_wheel_build):
 
 def test_package_refuses_an_experiment_name_that_is_a_path(project, no_wheel_build):
     fake_runs(project, "escaped")
-    (project / "runs" / "escaped").rename(project / "escaped")  # beside runs/, where '../escaped' points
+    (project / "runs" / "demo" / "escaped").rename(project / "runs" / "escaped")  # where '../escaped' points
     blend = fake_runs(project, "m", name="../escaped")
     with pytest.raises(KitError, match=r"experiment name '../escaped' is not a plain name"):
         package_for_kaggle(blend, project / "bundle")
@@ -215,11 +217,11 @@ def test_package_refuses_an_experiment_name_that_is_a_path(project, no_wheel_bui
 def test_package_replaces_its_own_bundle_and_keeps_the_rest(project, no_wheel_build):
     blend = fake_runs(project, "m", n_folds=3)
     bundle = package_for_kaggle(blend, project / "bundle")
-    assert (bundle / ".kit-bundle").is_file() and (bundle / "runs" / "m" / "fold2" / "best.pt").is_file()
+    assert (bundle / ".kit-bundle").is_file() and (bundle / "runs" / "demo" / "m" / "fold2" / "best.pt").is_file()
     (bundle / "notes.txt").write_text("mine")  # something the user added to the bundle folder
     blend = fake_runs(project, "m2", n_folds=2)
     assert package_for_kaggle(blend, project / "bundle") == bundle
-    assert sorted(p.name for p in (bundle / "runs").iterdir()) == ["m2"]  # the old bundle's runs are replaced
+    assert sorted(p.name for p in (bundle / "runs" / "demo").iterdir()) == ["m2"]  # the old bundle's runs replaced
     assert (bundle / "notes.txt").read_text() == "mine"
     assert json.loads((bundle / "blend.json").read_text())["experiments"][0]["name"] == "m2"
 

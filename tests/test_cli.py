@@ -1,8 +1,10 @@
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +22,7 @@ def test_unknown_parameter_fails_before_any_fold(tiny_comp, project, capsys):
     code = main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, "-p", "epoch=3"])
     assert code == 2
     assert "parameter(s) ['epoch'] are not in the parameters cell of" in capsys.readouterr().err
-    assert not (project / "runs" / "x").exists()
+    assert not (project / "runs" / "demo" / "x").exists()
 
 
 @pytest.mark.parametrize("flag,value,message", [
@@ -32,7 +34,7 @@ def test_ill_typed_flag_is_a_usage_error_before_anything_runs(project, capsys, f
     with pytest.raises(SystemExit) as e:
         main(["run-folds", "--exp", "x", "--notebook", NOTEBOOK, flag, value])
     assert e.value.code == 2 and message in capsys.readouterr().err
-    assert not (project / "runs" / "x").exists()
+    assert not (project / "runs" / "demo" / "x").exists()
 
 
 # --- the flags are the config's fields (issue 13) ------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_bad_params_file_is_a_clear_error(project, tmp_path, capsys, text, messa
     assert main(run_folds_args("--params-file", str(f))) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
-    assert not (project / "runs" / "e").exists()
+    assert not (project / "runs" / "demo" / "e").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
@@ -260,6 +262,26 @@ def test_read_only_runs_folder_is_a_clear_error(tiny_comp, project, capsys):
     finally:
         (project / "runs").chmod(0o755)
     assert re.search(r"runs_dir='.*runs' cannot be written \(Permission denied\)", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EROFS, "Read-only file system"),
+                                   PermissionError(errno.EACCES, "Permission denied")], ids=["erofs", "eacces"])
+def test_read_only_runs_folder_is_refused_before_any_fold_even_as_root(tiny_comp, project, capsys, monkeypatch, error):
+    """Root writes into a 0o555 folder (the test above is skipped then): the errors a read-only mount or another
+    user's folder raise, where run-folds probes runs/, stop it before any fold with the folder and the reason."""
+    runs, real = (project / "runs").resolve(), tempfile.TemporaryFile
+
+    def probe(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == runs:
+            raise error
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", probe)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    assert main(run_folds_args()) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"runs_dir='.*runs' cannot be written \({error.strerror}\)", err), err
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # no fold started
 
 
 @pytest.mark.parametrize("n", ["0", "1"])
@@ -280,3 +302,22 @@ def test_score_with_a_non_integer_label_is_a_clear_error(tiny_comp, project, cap
     assert main(["score", str(project / "s.csv")]) == 2
     assert "s.csv: column 'label' has 1 value(s) that are not a digit class 0..9, e.g. ['seven']" in \
         capsys.readouterr().err
+
+
+def test_ctrl_c_on_run_folds_ends_with_one_line_saying_what_is_done(tiny_comp, project, fit_tiny, monkeypatch, capsys):
+    import kit.board
+    import kit.runner
+
+    fit_tiny("m", 0)  # fold 0 finished before the Ctrl-C; 1 and 2 were running
+    capsys.readouterr()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kit.runner, "run_folds", interrupted)
+    assert main(["run-folds", "--exp", "m", "--notebook", NOTEBOOK]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == ("kit run-folds: interrupted; demo/m: folds 0 complete, 1,2 not (rerun the same command: "
+                           "they resume from their last.pt)")
+    monkeypatch.setattr(kit.board, "board", interrupted)  # any other command: one line too
+    assert main(["board"]) == 130 and capsys.readouterr().err.strip() == "kit board: interrupted"

@@ -78,7 +78,8 @@ BAD = [
     ("model", "resnet18.no_such_tag", r"Invalid pretrained tag .*'resnet18.a1_in1k'.*the bare name 'resnet18'"),
     ("metric", "bogus", r"use one of \['accuracy', 'balanced_accuracy', 'log_loss', 'macro_f1'.*\].* or an sklearn "
                         "scorer"),
-    ("tta", "bogus", r"one of \['auto', 'none', 'hflip', 'flips', 'd4', 'multiscale'\]"),
+    ("tta", "bogus", r"unknown tta 'bogus'; choose a preset \['d4', 'flips', 'hflip', 'multiscale', 'none'\], "
+                     "optionally with @"),
     ("augment", "bogus", r"one of \['none', 'light', 'medium', 'mushroom'\]"),
     ("exp", "../escaped", "not a plain name"),
     # a typo in every choice field
@@ -86,7 +87,11 @@ BAD = [
     ("amp", "bf61", r"one of \['auto', 'bf16', 'fp16', 'off'\]"),
     ("on_bad_image", "skpi", r"one of \['error', 'skip'\]"),
     ("augment", "lihgt", r"one of \['none', 'light', 'medium', 'mushroom'\]"),
-    ("tta", "hlfip", r"one of \['auto', 'none', 'hflip'"),
+    ("tta", "hlfip", r"unknown tta 'hlfip'; choose a preset"),
+    ("tta", "none@square", r"unknown tta 'none@square'; choose a preset"),
+    ("resize", "center", r"one of \['auto', 'squash', 'crop', 'letterbox'\]"),
+    ("crop_pct", 1.5, r"at least 0 and at most 1"),
+    ("crop_pct", -0.1, r"at least 0 and at most 1"),
 ]
 
 
@@ -107,7 +112,7 @@ def test_values_from_the_command_line_are_checked_after_coercion(name, value):
 def test_every_choice_field_lists_its_choices_on_a_typo():
     """Whatever field gets choices later is covered too."""
     choice_fields = [f for f in dataclasses.fields(TrainConfig) if "choices" in f.metadata]
-    assert {f.name for f in choice_fields} >= {"sam", "amp", "on_bad_image", "augment", "tta"}
+    assert {f.name for f in choice_fields} >= {"sam", "amp", "on_bad_image", "augment", "resize"}
     for f in choice_fields:
         allowed = f.metadata["choices"]() if callable(f.metadata["choices"]) else f.metadata["choices"]
         assert f.default in allowed
@@ -159,7 +164,8 @@ def test_describe_says_the_help_the_choices_and_the_bounds():
 
     f = fields_by_name()
     assert describe(f["sam"]) == "sharpness-aware minimization (asam: adaptive); choices: off, sam, asam"
-    assert describe(f["tta"]).endswith("; choices: auto, none, hflip, flips, d4, multiscale")  # a registry's
+    assert describe(f["augment"]).endswith("; choices: none, light, medium, mushroom")  # a registry's
+    assert describe(f["crop_pct"]).endswith("; at least 0 and at most 1")
     assert describe(f["label_smoothing"]).endswith("; at least 0 and less than 1")
     assert describe(f["lr"]).endswith("; greater than 0")
     assert describe(f["device"]) == f["device"].metadata["help"]  # nothing to add
@@ -184,7 +190,7 @@ def test_a_bad_model_name_stops_run_folds_before_any_fold_starts(tiny_comp, proj
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "train_fold.py"
     code = main(["run-folds", "--exp", "bad", "--folds", "0", "--notebook", str(notebook), "--model", "no_such_model"])
     assert code == 2 and "parameter model='no_such_model': unknown model" in capsys.readouterr().err
-    assert not (project / "runs" / "bad").exists()
+    assert not (project / "runs" / "demo" / "bad").exists()
 
 
 def test_an_ordinal_fold_from_before_ordinal_head_counts_as_softmax():

@@ -54,14 +54,14 @@ def test_the_day_on_a_tiny_slice(project, monkeypatch, capfd):
     build_demo("data", n=400, size=16)
     eda = run_notebook(NOTEBOOKS / "eda.py", project / "runs" / "eda.ipynb", {"n_folds": 2, "img_size": 16})
     assert eda.is_file() and (project / "data" / "demo" / "folds.csv").is_file()
-    # class balance, samples per class, augmentation preview; class counts, sizes, folds per class
-    assert count(eda, "image/png") == 3 and count(eda, "text/html") >= 3 and noise(eda) == []
+    # class balance, image sizes, samples per class, augmentation preview; class counts, modes, sizes, folds
+    assert count(eda, "image/png") == 4 and count(eda, "text/html") >= 3 and noise(eda) == []
 
     for exp, model in (("a", "test_efficientnet"), ("b", "test_resnet")):
         summary = run_folds(exp, [0, 1], {**TINY, "model": model}, NOTEBOOKS / "train_fold.py")
         assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
         for k in (0, 1):
-            d = project / "runs" / exp / f"fold{k}"
+            d = project / "runs" / "demo" / exp / f"fold{k}"
             assert {"best.pt", "history.csv", "oof.csv", "config.json", "train_fold.ipynb"} <= {
                 p.name for p in d.iterdir()}
             torch.load(d / "best.pt", weights_only=True)
@@ -91,7 +91,7 @@ def test_the_day_on_a_tiny_slice(project, monkeypatch, capfd):
     plain = project / "runs" / "plain.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / "train_fold.ipynb"), str(plain), progress_bar=False,
                                parameters={**TINY, "epochs": 1, "model": "test_resnet", "exp": "plain"})
-    assert shown(plain) == shown(project / "runs" / "b" / "fold0" / "train_fold.ipynb") and noise(plain) == []
+    assert shown(plain) == shown(project / "runs" / "demo" / "b" / "fold0" / "train_fold.ipynb") and noise(plain) == []
     assert count(plain, "image/png") == 1
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit.eda import class_counts, image_stats, notes, per_class_accuracy, size_summary, stripped_spaces
+from kit.eda import (class_counts, image_stats, mode_summary, notes, per_class_accuracy, size_summary,
+                     stripped_spaces)
 
 
 def test_image_stats_and_size_summary_of_a_tiny_competition_with_an_odd_and_a_broken_file(tiny_comp):
@@ -26,9 +27,26 @@ def test_image_stats_and_size_summary_of_a_tiny_competition_with_an_odd_and_a_br
     assert set(ok.iloc[1:][["width", "height", "mode", "format", "note"]].itertuples(index=False, name=None)) == {
         (16, 16, "RGB", "PNG", "")}
     summary = size_summary(stats)  # the most common size first; the broken file is in no group
-    assert summary.to_dict("records") == [
-        {"width": 16, "height": 16, "mode": "RGB", "format": "PNG", "images": len(paths)},
-        {"width": 8, "height": 4, "mode": "RGBA", "format": "PNG", "images": 1}]
+    assert summary.to_dict("records") == [{"width": 16, "height": 16, "images": len(paths)},
+                                          {"width": 8, "height": 4, "images": 1}]
+    assert mode_summary(stats).to_dict("records") == [{"mode": "RGB", "format": "PNG", "images": len(paths)},
+                                                      {"mode": "RGBA", "format": "PNG", "images": 1}]
+
+
+def test_photos_of_hundreds_of_sizes_are_bucketed_by_short_side_and_aspect():
+    """400+ distinct width x height (photos) -> a few rows: the short side's bucket and the aspect ratio's."""
+    rng = np.random.default_rng(0)
+    w = np.r_[rng.integers(500, 700, 300), rng.integers(100, 127, 100), [3000]]
+    h = np.r_[rng.integers(384, 420, 300), rng.integers(100, 127, 100), [1000]]
+    stats = pd.DataFrame({"width": w, "height": h, "error": "", "mode": "RGB", "format": "JPEG"})
+    assert stats.groupby(["width", "height"]).ngroups > 300
+    table = size_summary(stats)
+    assert list(table.columns) == ["short side", "aspect", "images"] and table["images"].sum() == 401
+    rows = {(r["short side"], r["aspect"]): r["images"] for r in table.to_dict("records")}
+    assert rows[("384-511 px", "landscape (1.11-1.67)")] + rows.get(("384-511 px", "wide (w/h > 1.67)"), 0) == 300
+    small = sum(n for (side, _), n in rows.items() if side == "64-127 px")
+    assert small == 100 and rows[("768-1023 px", "wide (w/h > 1.67)")] == 1
+    assert table["images"].tolist() == sorted(table["images"], reverse=True) and len(table) <= 8
 
 
 @pytest.mark.parametrize("args, note", [

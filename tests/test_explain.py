@@ -110,7 +110,7 @@ def test_cam_of_each_error_comes_from_the_fold_that_held_it_out(trained_fold, mo
 
     monkeypatch.setattr(kit.explain, "load_fold_model", spy)
     monkeypatch.setattr(model_targets, "ClassifierOutputTarget", Target)
-    maps = class_activation_maps(errors, "runs", "e", device="cpu")
+    maps = class_activation_maps(errors, "runs", "demo", "e", device="cpu")
     assert loaded == ["fold0", "fold1"]  # each row's own fold, loaded once
     classes = [str(c) for c in trained_fold.classes]
     assert targets == [classes.index(c) for pair in zip(errors["predicted"], errors["true"]) for c in pair]
@@ -138,7 +138,7 @@ def test_cam_of_an_ordinal_cumulative_fold_follows_each_grades_probability(ordin
 
     fit_fold(TrainConfig(comp="ord", exp="o", metric="qwk", model="test_resnet", img_size=64, epochs=1, batch_size=16,
                          num_workers=0, tta="none"))
-    model, _, classes, activation = load_fold_model(project / "runs" / "o" / "fold0", torch.device("cpu"))
+    model, _, classes, activation = load_fold_model(project / "runs" / "ord" / "o" / "fold0", torch.device("cpu"))
     assert activation == "cumulative" and model.get_classifier().out_features == 9 and len(classes) == 10
     z = torch.randn(9)
     assert torch.allclose(cam_target(9, activation)(z), cumulative_probs(z[None])[0, 9])
@@ -147,5 +147,5 @@ def test_cam_of_an_ordinal_cumulative_fold_follows_each_grades_probability(ordin
     rows = oof_rows(ordinal_comp)
     errors = rows[rows["fold"] == 0].head(2).assign(true=["9", "0"], predicted=["0", "9"], probability=0.9,
                                                     p_true=0.05).reset_index(drop=True)
-    maps = class_activation_maps(errors, "runs", "o", device="cpu")
+    maps = class_activation_maps(errors, "runs", "ord", "o", device="cpu")
     assert len(maps) == 2 and all(m.shape == (64, 64, 3) for pair in maps for m in pair[1:])

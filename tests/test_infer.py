@@ -60,7 +60,7 @@ def classes_of(comp):
 
 
 def test_retrained_fold_does_not_reuse_cached_test_predictions(tiny_comp, project):
-    fold = project / "runs" / "m" / "fold0"
+    fold = project / "runs" / "demo" / "m" / "fold0"
     fake_fold(fold, classes_of(tiny_comp), seed=0)
     old = predict_fold(fold, tiny_comp, "none", "cpu")
     save_model(fold, classes_of(tiny_comp), seed=1)  # retrained: another best.pt, the old cache survives
@@ -73,7 +73,7 @@ def test_retrained_fold_does_not_reuse_cached_test_predictions(tiny_comp, projec
 
 
 def test_cache_that_names_no_checkpoint_is_not_used(tiny_comp, project):
-    fold = project / "runs" / "m" / "fold0"
+    fold = project / "runs" / "demo" / "m" / "fold0"
     fake_fold(fold, classes_of(tiny_comp))
     classes = classes_of(tiny_comp)
     uniform = pd.DataFrame(1 / len(classes), index=range(len(tiny_comp.test)), columns=classes)
@@ -84,7 +84,7 @@ def test_cache_that_names_no_checkpoint_is_not_used(tiny_comp, project):
 
 
 def test_fold_without_its_checkpoint_is_refused_even_with_cached_predictions(tiny_comp, project):
-    fold = project / "runs" / "m" / "fold1"
+    fold = project / "runs" / "demo" / "m" / "fold1"
     fake_fold(fold, classes_of(tiny_comp))
     predict_fold(fold, tiny_comp, "none", "cpu")
     (fold / "best.pt").unlink()
@@ -96,13 +96,13 @@ def test_fold_without_its_checkpoint_is_refused_even_with_cached_predictions(tin
 def test_fold_trained_by_another_kit_version_is_refused(tiny_comp, project):
     folds = read_folds(folds_path(tiny_comp))
     classes = classes_of(tiny_comp)
-    fake_experiment(project / "runs", "m", folds, classes, lambda k, y: {"none": np.eye(len(classes))[y]})
-    predict_fold(project / "runs" / "m" / "fold2", tiny_comp, "none", "cpu")  # a cache the refusal must not use
-    cfg = project / "runs" / "m" / "fold2" / "config.json"
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, lambda k, y: {"none": np.eye(len(classes))[y]})
+    predict_fold(project / "runs" / "demo" / "m" / "fold2", tiny_comp, "none", "cpu")  # a cache to leave unused
+    cfg = project / "runs" / "demo" / "m" / "fold2" / "config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "kit_version": "0.0.1"}))
     version = rf"experiment 'm' fold2 was trained by kit 0.0.1 .* this is kit {kit.__version__}"
     with pytest.raises(KitError, match=version):
-        predict_fold(project / "runs" / "m" / "fold2", tiny_comp, "none", "cpu")
+        predict_fold(project / "runs" / "demo" / "m" / "fold2", tiny_comp, "none", "cpu")
     with pytest.raises(KitError, match=version):  # the OOF side too: nothing of that fold is blended
         infer_and_blend(tiny_comp, folds, ["m"], device="cpu")
 
@@ -119,7 +119,7 @@ def test_honest_score_chooses_the_tta_inside_the_cross_fit(tiny_comp, project):
         right, wrong = np.eye(len(classes))[y], np.eye(len(classes))[(y + 1) % len(classes)]
         return {"none": right if k in (0, 1) else wrong, "hflip": right if k in (0, 2) else wrong}
 
-    fake_experiment(project / "runs", "m", folds, classes, oofs)
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, oofs)
     r = infer_and_blend(tiny_comp, folds, ["m"], device="cpu")
     assert r.scores["tta"].tolist() == ["none"] and r.oof_score == pytest.approx(2 / 3, abs=0.02)
     assert r.honest_score == pytest.approx(1 / 3)  # per fold: 1, 0, 0
@@ -135,9 +135,9 @@ def test_oof_left_by_an_earlier_run_with_another_tta_is_not_ranked(tiny_comp, pr
     def oofs(k, y):
         return {"hflip": np.eye(len(classes))[y] * 0.5 + 0.05, "none": np.eye(len(classes))[y]}
 
-    fake_experiment(project / "runs", "m", folds, classes, oofs)
-    save_model(project / "runs" / "m" / "fold1", classes, seed=7)  # the rerun's best.pt
-    stale = project / "runs" / "m" / "fold1"
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, oofs)
+    save_model(project / "runs" / "demo" / "m" / "fold1", classes, seed=7)  # the rerun's best.pt
+    stale = project / "runs" / "demo" / "m" / "fold1"
     for name in ("oof-hflip.csv", "oof.csv"):  # what the rerun wrote again, for its own checkpoint
         frame = pd.read_csv(stale / name, dtype={"id": str})
         frame.assign(checkpoint=checkpoint_hash(stale / "best.pt"), tta="hflip").to_csv(stale / name, index=False)
@@ -148,22 +148,22 @@ def test_oof_left_by_an_earlier_run_with_another_tta_is_not_ranked(tiny_comp, pr
 def blend_spec(tiny_comp, project):
     folds = read_folds(folds_path(tiny_comp))
     classes = classes_of(tiny_comp)
-    fake_experiment(project / "runs", "m", folds, classes, lambda k, y: {"none": np.eye(len(classes))[y]})
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, lambda k, y: {"none": np.eye(len(classes))[y]})
     return infer_and_blend(tiny_comp, folds, ["m"], device="cpu").blend
 
 
 def test_blend_refuses_a_fold_retrained_after_it_was_fitted(tiny_comp, project):
     spec = blend_spec(tiny_comp, project)
     assert [len(e["checkpoints"]) for e in spec["experiments"]] == [3]
-    save_model(project / "runs" / "m" / "fold2", classes_of(tiny_comp), seed=9)
+    save_model(project / "runs" / "demo" / "m" / "fold2", classes_of(tiny_comp), seed=9)
     with pytest.raises(KitError, match=r"fold2/best.pt is checkpoint \w+, not \w+, the one the blend was fitted"):
         predict_blend(tiny_comp, spec, "runs", "cpu")
 
 
 def test_blend_json_experiment_names_are_names_not_paths(tiny_comp, project):
     spec = blend_spec(tiny_comp, project)
-    outside = project / "outside"  # a folder beside runs/ that a '../' name would reach
-    (project / "runs" / "m").rename(outside)
+    outside = project / "runs" / "outside"  # a folder beside runs/demo/ that a '../' name would reach
+    (project / "runs" / "demo" / "m").rename(outside)
     for cache in outside.glob("fold*/test_*.csv"):  # the ones blend_spec made
         cache.unlink()
     spec["experiments"][0]["name"] = "../outside"
@@ -185,13 +185,13 @@ def test_rank_space_is_refused_for_a_metric_that_reads_probabilities(tiny_comp, 
 def test_every_oof_file_of_a_trained_fold_names_its_checkpoint(tiny_fold):
     r = tiny_fold
     files = sorted(r.dir.glob("oof*.csv"))
-    assert len(files) == 6  # oof.csv and one per preset
+    assert len(files) == 8  # oof.csv, one per preset and the plain image at the two other resize modes
     for f in files:
         assert set(pd.read_csv(f, dtype=str)["checkpoint"]) == {checkpoint_hash(r.dir / "best.pt")}, f
 
 
 def test_a_fold_config_with_an_unknown_precision_is_refused_naming_the_file(tiny_comp, project):
-    fold = project / "runs" / "m" / "fold0"
+    fold = project / "runs" / "demo" / "m" / "fold0"
     fake_fold(fold, classes_of(tiny_comp))
     config = fold / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "amp_resolved": "bf16"}))
@@ -212,8 +212,8 @@ def two_experiments(tiny_comp, project):
             return {"none": 0.6 * p + 0.4 * np.eye(len(classes))[y] * 0.5 + 0.2 / len(classes)}
         return oofs
 
-    fake_experiment(project / "runs", "m", folds, classes, half_right(0), seed=0)
-    fake_experiment(project / "runs", "n", folds, classes, half_right(1), seed=10)
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, half_right(0), seed=0)
+    fake_experiment(project / "runs" / "demo", "n", folds, classes, half_right(1), seed=10)
 
 
 def probability_sample(comp):
@@ -287,9 +287,9 @@ def two_experiments_of_three_folds(project, classes):
     folds = []
     for exp, size, mean, amp, tta in (("a", 16, 0.5, "off", "d4"), ("b", 24, 0.4, "bfloat16", "flips")):
         for k in range(3):
-            fake_fold(project / "runs" / exp / f"fold{k}", classes, seed=k + 10 * len(folds), size=size, mean=mean,
-                      amp=amp)
-            folds.append((project / "runs" / exp / f"fold{k}", tta, ""))
+            fake_fold(project / "runs" / "demo" / exp / f"fold{k}", classes, seed=k + 10 * len(folds), size=size,
+                      mean=mean, amp=amp)
+            folds.append((project / "runs" / "demo" / exp / f"fold{k}", tta, ""))
     return folds
 
 
@@ -384,7 +384,7 @@ def test_the_run_time_estimate_is_loading_plus_the_timed_time_per_image_times_th
     from kit.infer import estimate_seconds
 
     folds = two_experiments_of_three_folds(project, classes_of(tiny_comp))
-    spec = {"classes": classes_of(tiny_comp), "experiments": [
+    spec = {"classes": classes_of(tiny_comp), "competition": "demo", "experiments": [
         {"name": "a", "tta": "d4", "weight": 0.7, "n_folds": 3}, {"name": "b", "tta": "flips", "weight": 0.3,
                                                                    "n_folds": 2},
         {"name": "c", "tta": "none", "weight": 0.0, "n_folds": 3}]}  # not trained: never loaded
@@ -406,7 +406,7 @@ def test_the_run_time_estimate_is_loading_plus_the_timed_time_per_image_times_th
         m.setattr(kit.infer, "predict_images", predict_images)
         seconds = estimate_seconds(spec, paths, 10_000, device="cpu", batch_size=4)
     assert seconds == pytest.approx(5 + 10_000 * 5 * 0.01)
-    assert len(folds) == 6 and not list((project / "runs").glob("*/fold*/test_*.csv"))
+    assert len(folds) == 6 and not list((project / "runs").glob("*/*/fold*/test_*.csv"))
     # what `kit package --comp demo` prints, from the local test set of the competition
     one_fold = {**spec, "experiments": [{"name": "a", "tta": "none", "weight": 1.0, "n_folds": 1}]}
     blend_json = write_json({**one_fold, "config": BlendConfig().to_dict()}, project / "b.blend.json")
@@ -432,7 +432,7 @@ def test_batch_size_and_workers_reach_the_test_loader_from_kit_blend(tiny_comp, 
 
 def test_kit_blend_reports_in_the_metric_the_experiments_were_trained_on_unless_told(tiny_comp, project, capsys):
     two_experiments(tiny_comp, project)
-    cfg = project / "runs" / "m" / "fold0" / "config.json"
+    cfg = project / "runs" / "demo" / "m" / "fold0" / "config.json"
     write_json({**read_json(cfg), "metric": "log_loss"}, cfg)  # fold 0 of the first experiment decides
     assert main(["blend", "--exps", "m,n", "--name", "own", "--device", "cpu"]) == 0
     assert read_json(project / "submissions" / "own.blend.json")["config"]["metric"] == "log_loss"
@@ -445,7 +445,7 @@ def test_an_ordinal_fold_from_before_ordinal_head_loads_as_the_softmax_it_traine
     """Its config.json has task_resolved='ordinal' and no ordinal_head: its best.pt has an output per grade and
     its test predictions are the softmax of them, not a cumulative head rebuilt (9 outputs would not load)."""
     classes = classes_of(ordinal_comp)
-    d = project / "runs" / "old" / "fold0"
+    d = project / "runs" / "ord" / "old" / "fold0"
     fake_fold(d, classes)
     write_json({**read_json(d / "config.json"), "task_resolved": "ordinal"}, d / "config.json")
     p = predict_fold(d, ordinal_comp, "none", device="cpu", num_workers=0)
@@ -457,8 +457,46 @@ def test_an_ordinal_fold_from_before_ordinal_head_loads_as_the_softmax_it_traine
 def test_experiments_trained_for_different_tasks_are_not_blended(tiny_comp, project):
     two_experiments(tiny_comp, project)
     for exp, task in (("m", "multiclass"), ("n", "ordinal")):
-        cfg = project / "runs" / exp / "fold0" / "config.json"
+        cfg = project / "runs" / "demo" / exp / "fold0" / "config.json"
         write_json({**read_json(cfg), "task_resolved": task}, cfg)
     with pytest.raises(KitError, match="trained for different tasks"):
         blend_and_submit("demo", ["m", "n"], BlendConfig(), device="cpu")
     assert not (project / "submissions" / "submission.csv").exists()
+
+
+def widen_images(comp):
+    """Every train and test image of the tiny competition made 16x32: its digit on the left, noise on the right,
+    so that squash, crop and letterbox each give another square."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for path in [*comp.train["path"], *comp.test["path"]]:
+        digit = np.asarray(Image.open(path).convert("RGB"))
+        noise = rng.integers(0, 256, digit.shape, dtype=np.uint8)
+        Image.fromarray(np.concatenate([digit, noise], axis=1)).save(path)
+
+
+def test_oof_and_test_predictions_use_the_folds_resize_mode(tiny_comp, project, fit_tiny):
+    """A fold trained with resize=letterbox: its test predictions of its own validation images equal its OOF rows,
+    for its own mode and for a TTA at another mode (none@crop); predicted squashed they would not."""
+    import dataclasses
+
+    from kit.infer import FoldModel, load_fold, predict_images
+
+    widen_images(tiny_comp)
+    result = fit_tiny(resize="letterbox", crop_pct=0.75, tta="auto")
+    assert read_json(result.dir / "config.json")["resize_resolved"] == "letterbox"
+    val = tiny_comp.train.merge(read_folds(folds_path(tiny_comp)), on="id")
+    val = val[val["fold"] == 0]
+    as_test = dataclasses.replace(tiny_comp, test=val[["id", "path"]].reset_index(drop=True))
+    classes = classes_of(tiny_comp)
+    for tta in ("none", "none@crop", "none@squash", "hflip"):
+        oof = pd.read_csv(result.dir / oof_name(tta))
+        assert oof["id"].tolist() == as_test.test["id"].tolist()
+        test = predict_fold(result.dir, as_test, tta, "cpu", batch_size=16)
+        assert np.allclose(test, oof[classes].to_numpy(), atol=1e-5), tta
+    model = load_fold(result.dir, classes, torch.device("cpu"))
+    squashed = dataclasses.replace(model, resize="squash")
+    wrong = predict_images([(squashed, "none")], as_test.test["path"], torch.device("cpu"), 16)[0]
+    assert not np.allclose(wrong, pd.read_csv(result.dir / oof_name("none"))[classes].to_numpy(), atol=1e-3)
+    assert isinstance(model, FoldModel) and (model.resize, model.crop_pct) == ("letterbox", 0.75)

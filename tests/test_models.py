@@ -80,3 +80,21 @@ def test_cumulative_targets_are_grade_above_k():
     t = cumulative_targets(torch.tensor([0, 1, 3, 2]), 3)  # 4 grades, 3 outputs: t_k = [y > k]
     assert t.tolist() == [[0, 0, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]]
     assert not t.is_floating_point()  # smoothed by train_one_epoch as multi-label 0/1 targets are
+
+
+def test_resize_auto_follows_the_models_pretrained_config():
+    from kit.models import eval_geometry
+
+    assert eval_geometry("test_resnet") == ("crop", 0.95)  # timm: crop_mode center, crop_pct 0.95
+    assert eval_geometry("efficientnet_b0") == ("crop", 0.875)
+    assert eval_geometry("tf_efficientnet_b6.ns_jft_in1k") == ("crop", 0.942)  # the effnet_b6 preset
+    assert eval_geometry("test_resnet", "squash") == ("squash", 0.95)  # kept for a none@crop TTA
+    assert eval_geometry("test_resnet", "auto", 0.8) == ("crop", 0.8)
+    assert eval_geometry("test_resnet", "letterbox", 0.5) == ("letterbox", 0.5)
+
+
+def test_a_fold_config_from_before_resize_was_squashed():
+    from kit.models import fold_geometry
+
+    assert fold_geometry({"mean": [0.5] * 3}) == ("squash", 1.0)
+    assert fold_geometry({"resize_resolved": "crop", "crop_pct_resolved": 0.9}) == ("crop", 0.9)

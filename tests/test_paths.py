@@ -17,6 +17,19 @@ def test_a_name_that_is_a_path_or_not_a_name_is_refused(project, name):
         fold_dir("runs", name, 0)
 
 
+def test_runs_belong_to_a_competition_by_its_folder_name(project):
+    from types import SimpleNamespace
+
+    from kit.paths import comp_name, comp_runs, notebooks_dir
+
+    loaded = SimpleNamespace(root=project / "data" / "flowers")  # a Competition
+    for comp in ("flowers", "data/flowers", "/kaggle/input/flowers", loaded):
+        assert comp_name(comp) == "flowers" and comp_runs("runs", comp) == project / "runs" / "flowers"
+    assert notebooks_dir("runs", "flowers") == project / "runs" / "flowers" / "_notebooks"
+    with pytest.raises(KitError, match=r"competition name '\.\.' is not a plain name"):
+        comp_runs("runs", "..")
+
+
 @pytest.mark.parametrize("name", ["b0", "b0-384px", "effnet_b3.ns", "exp 1", "ünïcode"])
 def test_plain_names_are_folders_under_runs(project, name):
     from kit.paths import check_name
@@ -26,14 +39,14 @@ def test_plain_names_are_folders_under_runs(project, name):
 
 
 def test_a_blend_naming_an_experiment_outside_runs_is_refused(tiny_comp, project):
-    (project / "escaped" / "fold0").mkdir(parents=True)  # what '../escaped' would reach from runs/
-    spec = {"experiments": [{"name": "../escaped", "tta": "none", "weight": 1.0, "n_folds": 1}],
+    (project / "runs" / "escaped" / "fold0").mkdir(parents=True)  # what '../escaped' would reach from runs/demo/
+    spec = {"experiments": [{"name": "../escaped", "tta": "none", "weight": 1.0, "n_folds": 1}], "competition": "demo",
             "classes": [str(c) for c in tiny_comp.classes], "space": "prob", "power": 2.0, "metric": "accuracy",
             "method": "caruana"}
     (project / "blend.json").write_text(json.dumps(spec))
     with pytest.raises(KitError, match=r"experiment name '../escaped' is not a plain name"):
         submission_from_blend("demo", project / "blend.json")
-    assert list((project / "escaped" / "fold0").iterdir()) == []  # no test-prediction cache written there
+    assert list((project / "runs" / "escaped" / "fold0").iterdir()) == []  # no test-prediction cache written there
 
 
 def test_a_competition_name_cannot_climb_out_of_data_dir_but_a_path_still_works(tiny_comp, project):

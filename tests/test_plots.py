@@ -60,3 +60,38 @@ def test_roc_draws_sklearns_curve_of_the_positive_class():
     line = fig.axes[0].lines[0]
     assert np.allclose(line.get_xdata(), fpr) and np.allclose(line.get_ydata(), tpr)
     assert line.get_label() == f"AUC {roc_auc_score(y, p1):.4f}"
+
+
+SPECIES = [f"Amanita species number {i} var. long name" for i in range(20)]
+
+
+def test_twenty_long_class_names_lie_down_one_per_row_shortened_and_smaller():
+    fig = plots.bars(SPECIES, np.arange(20) + 1, "images per label", "label")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 20 and labels[0] == plots.short(SPECIES[0]) and len(labels[0]) == plots.LABEL_CHARS
+    assert [p.get_width() for p in ax.patches] == list(range(1, 21))  # horizontal bars, first on top
+    assert ax.yaxis_inverted() and fig.get_size_inches()[1] >= 0.24 * 20
+    few = plots.bars(["0", "1", "2"], [3, 4, 5], "images per label", "label").axes[0]
+    assert [p.get_height() for p in few.patches] == [3, 4, 5]  # a few short ones stay upright
+    plt.close("all")
+
+
+def test_a_confusion_matrix_of_twenty_classes_grows_and_shrinks_its_labels():
+    y = np.repeat(np.arange(20), 3)
+    small = plots.predicted_confusion(y[:30] % 5, y[:30] % 5, SPECIES[:5], "5")
+    big = plots.predicted_confusion(y, np.roll(y, 1), SPECIES, "20")
+    assert big.get_size_inches()[0] > small.get_size_inches()[0] * 2
+    ticks = big.axes[0].get_xticklabels()
+    assert len(ticks) == 20 and ticks[0].get_fontsize() < small.axes[0].get_xticklabels()[0].get_fontsize()
+    assert ticks[0].get_rotation() == 90 and all(len(t.get_text()) <= plots.LABEL_CHARS for t in ticks)
+    plt.close("all")
+
+
+def test_image_sizes_histograms_every_readable_image():
+    stats = pd.DataFrame({"width": [640, 480, 100, np.nan], "height": [480, 640, 100, np.nan],
+                          "error": ["", "", "", "cannot read"]})
+    fig = plots.image_sizes(stats)
+    short_side, aspect = fig.axes
+    assert sum(p.get_height() for p in short_side.patches) == 3 and sum(p.get_height() for p in aspect.patches) == 3
+    plt.close("all")

@@ -38,7 +38,7 @@ def test_a_fold_is_complete_only_with_all_four_files(tmp_path):
 
 def test_stale_reason_names_another_kit_version_or_other_folds(tiny_comp):
     folds = read_folds(folds_path(tiny_comp))
-    folder = touch(tiny_comp.root.parent.parent / "runs" / "e" / "fold0")
+    folder = touch(tiny_comp.root.parent.parent / "runs" / "demo" / "e" / "fold0")
     config = {"kit_version": kit.__version__, "competition": str(tiny_comp.root), "runs_dir": "runs",
               "folds_hash": folds_hash(folds)}
     (folder / CONFIG).write_text(json.dumps(config))

@@ -1,5 +1,6 @@
 """The fold runner: parallel worker processes, failures, resume after a kill, Ray, preflight checks."""
 
+import contextlib
 import json
 import os
 import random
@@ -25,8 +26,8 @@ TINY = {"model": "test_resnet", "img_size": 16, "epochs": 1, "batch_size": 32, "
 FILES = {"best.pt", "last.pt", "history.csv", "oof.csv", "config.json", "train_fold.ipynb", "run.log", "job.json"}
 
 
-def folder(project, exp, k):
-    return project / "runs" / exp / f"fold{k}"
+def folder(project, exp, k, comp="demo"):
+    return project / "runs" / comp / exp / f"fold{k}"
 
 
 def processes_of(project: Path) -> list[str]:
@@ -53,6 +54,16 @@ def processes_left(project: Path, timeout: float = 3) -> list[str]:
     while (left := processes_of(project)) and time.time() < deadline:
         time.sleep(0.2)
     return left
+
+
+@pytest.fixture
+def project(project):
+    """conftest's project; whatever of it still runs when the test ends is SIGKILLed, pass or fail: a test that
+    finds a worker or kernel left behind (kit.lifetime broken) must not leave it training on after the suite."""
+    yield project
+    for line in processes_of(project):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -142,7 +153,7 @@ def test_kernel_that_cannot_start_is_reported_before_any_fold(tiny_comp, project
     monkeypatch.setattr(kit.notebook, "kernel_name", lambda: "broken")
     with pytest.raises(KitError, match="kernel .* cannot start"):
         run_folds("k", [0], TINY, NOTEBOOK)
-    assert not (project / "runs" / "k").exists()
+    assert not (project / "runs" / "demo" / "k").exists()
 
 
 def test_a_worker_process_imports_no_torch():
@@ -161,7 +172,7 @@ def test_gpus_auto_without_a_gpu_says_so_before_any_fold(tiny_comp, project, mon
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(KitError, match=r"--gpus auto: torch sees no CUDA GPU.*leave --gpus out to train on the CPU"):
         run_folds("g", [0], TINY, NOTEBOOK, gpus="auto")
-    assert not (project / "runs" / "g").exists()
+    assert not (project / "runs" / "demo" / "g").exists()
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert kit.runner.gpu_slots("auto") == ["0", "1"] and kit.runner.gpu_slots("1, 3") == ["1", "3"]
 
@@ -186,7 +197,37 @@ def test_status_table_shows_epoch_of_all_best_score_and_eta_from_the_history(tmp
     assert table.loc[2, "elapsed_s"] == 32 and table.loc[3, "elapsed_s"] == ""
 
 
+def test_a_fresh_start_shows_its_own_epochs_not_the_history_the_old_run_left(tmp_path):
+    """--force (resume=False): until the new run writes its history.csv, the old run's is no progress of this one;
+    a resume's history is its own."""
+    def job(**params):
+        return kit.runner.Job("e/fold0", 0, "nb.py", str(tmp_path / "fold0" / "train_fold.ipynb"),
+                              {"epochs": 5, "metric": "accuracy", **params}, str(tmp_path))
+
+    (tmp_path / "fold0").mkdir()
+    pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.6, 0.7], "seconds": [1.0] * 3}).to_csv(
+        tmp_path / "fold0" / "history.csv", index=False)
+    later = time.time() + 5  # the fold started after the old history was written
+    fresh = kit.runner.status_table([job(resume=False)], {}, {0: later}).iloc[0]
+    assert (fresh["epoch"], fresh["best"]) == ("", "")
+    resumed = kit.runner.status_table([job()], {}, {0: later}).iloc[0]
+    assert (resumed["epoch"], resumed["best"]) == ("3/5", 0.7)
+    os.utime(tmp_path / "fold0" / "history.csv", (later + 1, later + 1))  # the new run's first epoch
+    assert kit.runner.status_table([job(resume=False)], {}, {0: later}).iloc[0]["epoch"] == "3/5"
+
+
+def test_threads_default_to_the_cores_shared_by_the_folds_at_once(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert kit.runner.threads_per_job(0, 1)[0] == 8 and kit.runner.threads_per_job(0, 3)[0] == 2
+    assert kit.runner.threads_per_job(0, 16)[0] == 1  # never 0
+    n, why = kit.runner.threads_per_job(0, 2)
+    assert n == 4 and why == "4 torch thread(s) per fold: 8 cores / 2 at once (--threads to change)"
+    assert kit.runner.threads_per_job(3, 2) == (3, "3 torch thread(s) per fold (--threads)")
+    assert kit.runner.threads_per_job(0, 2, "ray")[0] == 0
+
+
 PROBE = """# %% tags=["parameters"]
+comp = "probe"
 exp = "p"
 fold = 0
 runs_dir = "runs"
@@ -195,7 +236,7 @@ runs_dir = "runs"
 import json, os
 seen = [name for name in ("leak", "cfg") if name in globals()]
 leak = fold
-with open(os.path.join(os.environ["KIT_ROOT"], runs_dir, exp, f"fold{fold}", "probe.json"), "w") as f:
+with open(os.path.join(os.environ["KIT_ROOT"], runs_dir, comp, exp, f"fold{fold}", "probe.json"), "w") as f:
     json.dump({"pid": os.getpid(), "seen": seen, "lock": os.environ.get("KIT_FOLD_LOCK")}, f)
 assert fold != 1, "boom in fold 1"
 """
@@ -207,15 +248,16 @@ def test_a_slot_runs_its_folds_on_one_kernel_reset_between_them_and_a_new_one_af
     nb.write_text(PROBE)
     summary = run_folds("p", [0, 1, 2, 3], {}, nb, jobs=1, stagger=0)
     assert summary["status"].tolist() == ["done", "failed", "done", "done"] and "boom in fold 1" in summary["error"][1]
-    probes = [json.loads((folder(project, "p", k) / "probe.json").read_text()) for k in range(4)]
+    probes = [json.loads((folder(project, "p", k, "probe") / "probe.json").read_text()) for k in range(4)]
     pids = [p["pid"] for p in probes]
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]  # a new kernel after the failure
     assert [p["seen"] for p in probes] == [[]] * 4  # each notebook starts on an empty namespace
-    assert [p["lock"] for p in probes] == [str(folder(project, "p", k).resolve() / ".lock") for k in range(4)]
+    assert [p["lock"] for p in probes] == [str(folder(project, "p", k, "probe").resolve() / ".lock")
+                                           for k in range(4)]
     for k in range(4):
-        executed = json.loads((folder(project, "p", k) / "train_fold.ipynb").read_text())
+        executed = json.loads((folder(project, "p", k, "probe") / "train_fold.ipynb").read_text())
         assert [c["execution_count"] for c in executed["cells"] if c["cell_type"] == "code"][:2] == [1, 2]
-        assert (folder(project, "p", k) / "run.log").read_text().count("Executing notebook") == 1  # its own log
+        assert (folder(project, "p", k, "probe") / "run.log").read_text().count("Executing notebook") == 1  # its own
     assert not processes_left(project)
 
 
@@ -224,7 +266,7 @@ def test_unknown_backend_and_parameter_fail_before_any_fold(tiny_comp, project):
         run_folds("u", [0], TINY, NOTEBOOK, backend="slurm")
     with pytest.raises(KitError, match=r"parameter\(s\) \['epoch'\] are not in the parameters cell"):
         run_folds("u", [0], {"epoch": 1}, NOTEBOOK)
-    assert not (project / "runs" / "u").exists()
+    assert not (project / "runs" / "demo" / "u").exists()
 
 
 # --- one writer per fold; nothing outlives the run (issue 12 item 3) ----------------------------------------
@@ -339,3 +381,24 @@ def test_killing_run_folds_leaves_no_worker_or_kernel_and_a_rerun_finishes(tiny_
     assert pd.read_csv(folder(project, "k", 0) / "history.csv")["epoch"].tolist() == list(range(1, 9))
     assert not processes_of(project)
 
+
+
+def test_an_experiment_of_another_competition_of_the_same_name_is_refused_before_any_fold(project, capsys):
+    """runs/flowers/r18 trained on another 'flowers' (another root, other folds): run-folds refuses it before any
+    kernel starts, and writes nothing there."""
+    from kit.competition import load_competition
+    from kit.demo import build_demo
+    from kit.folds import folds_path, make_folds, write_folds
+    from kit.io import write_json
+
+    build_demo("data", name="flowers", n=60, size=16)
+    comp = load_competition("flowers")
+    write_folds(make_folds(comp, 2), folds_path(comp))
+    theirs = folder(project, "r18", 0, "flowers")
+    theirs.mkdir(parents=True)
+    write_json({"competition": "/elsewhere/flowers", "folds_hash": "0123"}, theirs / "config.json")
+    before = sorted(p.name for p in theirs.iterdir())
+    with pytest.raises(KitError, match=r"runs/flowers/r18/fold0 holds a run of another competition, /elsewhere/"
+                                       r"flowers .*both are named 'flowers'"):
+        run_folds("r18", [0, 1], {**TINY, "comp": "flowers"}, NOTEBOOK)
+    assert sorted(p.name for p in theirs.iterdir()) == before and not folder(project, "r18", 1, "flowers").exists()

@@ -139,7 +139,7 @@ def test_demo_task_end_to_end_through_the_runner(project, task):
     write_folds(make_folds(comp, 2), folds_path(comp))
     summary = run_folds("e", [0, 1], {"comp": task, "metric": metric, **TINY}, NOTEBOOKS / "train_fold.py")
     assert summary["status"].tolist() == ["done", "done"], summary.to_dict("records")
-    assert read_config(project / "runs" / "e" / "fold1")["task_resolved"] == task
+    assert read_config(project / "runs" / task / "e" / "fold1")["task_resolved"] == task
     done = blend_and_submit(task, ["e"], BlendConfig(metric=metric), name=task)
     sub = pd.read_csv(done.path, dtype=str, keep_default_na=False)
     validate_submission(sub, comp.sample_submission, comp.classes, comp.task)
@@ -148,7 +148,7 @@ def test_demo_task_end_to_end_through_the_runner(project, task):
     if task == "multilabel":
         t = np.array(done.blend["thresholds"])  # fitted on the blended OOF, applied to the test predictions
         assert t.shape == (10,) and "thresholds_oof_score" in done.blend
-        oof = pd.read_csv(project / "runs" / "e" / "fold0" / "oof.csv", dtype={"target": str})
+        oof = pd.read_csv(project / "runs" / task / "e" / "fold0" / "oof.csv", dtype={"target": str})
         assert oof["target"].str.startswith("[").all()
         assert not np.allclose(oof[[str(d) for d in range(10)]].sum(axis=1), 1)  # sigmoids: rows do not sum to one
         assert all(set(cell.split()) <= {str(d) for d in range(10)} for cell in sub["label"])
@@ -170,4 +170,4 @@ def test_a_metric_that_does_not_fit_the_task_stops_before_training(project):
     write_folds(make_folds(comp, 2), folds_path(comp))
     with pytest.raises(KitError, match="metric 'accuracy' scores single-label targets but y is multi-label"):
         fit_fold(TrainConfig(comp="ml", exp="e", metric="accuracy", **TINY))
-    assert not (project / "runs" / "e" / "fold0" / "history.csv").exists()
+    assert not (project / "runs" / "ml" / "e" / "fold0" / "history.csv").exists()

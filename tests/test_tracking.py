@@ -137,7 +137,7 @@ def test_off_by_default_imports_no_tracker_and_writes_nothing(tiny_comp, project
         monkeypatch.setitem(sys.modules, name, None)  # an import of either now fails
     assert TrainConfig().track == "off"
     fit_fold(TrainConfig(exp="t", epochs=1, **TINY))
-    assert [p.name for p in (project / "runs").iterdir() if p.name != ".image_cache"] == ["t"]  # no .mlflow, .wandb
+    assert [p.name for p in (project / "runs").iterdir() if p.name != ".image_cache"] == ["demo"]  # no .mlflow, .wandb
     assert not [p for p in project.iterdir() if p.name in ("mlruns", "wandb", "mlflow.db")]
 
 

@@ -65,7 +65,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_comp, monke
     monkeypatch.setattr(kit.train, "train_one_epoch", real)
     r = fit_fold(TrainConfig(exp="resumed", **cfg))
     assert r.history["epoch"].tolist() == [1, 2, 3, 4]
-    runs = tiny_comp.root.parent.parent / "runs"
+    runs = tiny_comp.root.parent.parent / "runs" / "demo"
     for key in ("model", "ema") if "ema_decay" in extra else ("model",):
         a, b = weights(runs / "straight/fold0/last.pt", key), weights(runs / "resumed/fold0/last.pt", key)
         assert all(torch.equal(a[k], b[k]) for k in a), key
@@ -110,7 +110,23 @@ def test_top_n_checkpoints_and_early_stopping(tiny_comp, monkeypatch, capsys):
     assert weights(r.dir / "best.pt", "epoch") == r.best_epoch == 2
     assert sorted(p.name for p in r.dir.glob("top-*.pt")) == ["top-003.pt"]  # the second best
     out = capsys.readouterr().out  # the log numbers epochs as history, checkpoints and FoldResult do
-    assert re.search(r"^epoch 2/6 .*\*best", out, re.M) and "early stop after epoch 5" in out
+    # every epoch logged once, as 1..5, and *best on the first epoch and on epoch 2 only (an off-by-one log
+    # that printed epoch 1 as "epoch 2/6" would still show a "epoch 2/6 ... *best" line)
+    assert re.findall(r"^epoch (\d+)/6 ", out, re.M) == ["1", "2", "3", "4", "5"]
+    assert re.findall(r"^epoch (\d+)/6 .*\*best", out, re.M) == ["1", "2"] and "early stop after epoch 5" in out
+
+
+def test_kit_train_summary_names_the_best_epoch_as_the_log_numbers_it(tiny_comp, monkeypatch, capsys):
+    """Issue 11, item 18: the summary said "best at epoch 8" for the epoch the log printed as 9."""
+    from kit.cli import main
+
+    scores = iter([0.1, 0.3, 0.2])  # the second of three epochs is the best
+    monkeypatch.setattr(kit.train, "score", lambda *a: next(scores))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 3}.items()]
+    assert main(["train", "--exp", "summary", "--fold", "0", *flags]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^epoch (\d+)/3 .*\*best", out, re.M)[-1] == "2"
+    assert re.search(r"^best \S+ at epoch 2; ", out, re.M), out
 
 
 def test_frozen_backbone_epoch_changes_only_the_head(tiny_comp):
@@ -205,7 +221,7 @@ def test_bf16_autocast_runs_on_cpu(tiny_comp):
 def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp, monkeypatch, capsys, interrupted_fit):
     cfg = dict(exp="p", epochs=4, **TINY)
     interrupted_fit(TrainConfig(**cfg), 2)
-    folder = tiny_comp.root.parent.parent / "runs" / "p" / "fold0"
+    folder = tiny_comp.root.parent.parent / "runs" / "demo" / "p" / "fold0"
     with pytest.raises(KitError, match=r"last.pt was trained with other parameters "
                                        r"\(img_size: 16 -> 32, lr: 0.003 -> 0.001\).*resume=False.*--force"):
         fit_fold(TrainConfig(**{**cfg, "lr": 1e-3, "img_size": 32}))
@@ -220,7 +236,7 @@ def test_resume_with_other_training_parameters_is_refused_naming_them(tiny_comp,
 def test_a_fresh_start_removes_what_an_older_run_wrote_and_nothing_else(tiny_comp, monkeypatch, how, interrupted_fit):
     cfg = dict(exp="old", epochs=3, save_top=3, tta="none", **TINY)
     interrupted_fit(TrainConfig(**cfg), 2)
-    folder = tiny_comp.root.parent.parent / "runs" / "old" / "fold0"
+    folder = tiny_comp.root.parent.parent / "runs" / "demo" / "old" / "fold0"
     for name in ("oof-d4.csv", "test_d4.csv", "test_none.csv", "top-017.pt"):  # an older run's, another tta's
         (folder / name).write_text("old")
     for name in ("notes.txt", "test_ideas.txt", "top-picks.csv", "best.pt.bak"):  # the user's own files
@@ -379,3 +395,57 @@ def test_the_cumulative_head_trains_bce_on_smoothed_grade_above_k_targets_and_mi
     lam = 1 - seen[0][0, 0]  # row 0 (all zeros) mixed with row 3 ([1, 1, 0])
     assert 0 < lam < 1 and torch.allclose(seen[0], lam * t + (1 - lam) * t.flip(0))
     assert (seen[0][:, 1:] <= seen[0][:, :-1]).all()
+
+
+def other_competition(project, name="other", root=None, n=60):
+    """A second tiny competition, n images, 2 folds: data/<name>, or <root>/<name> (outside data_dir)."""
+    from kit.competition import load_competition
+    from kit.demo import build_demo
+    from kit.folds import make_folds, write_folds
+
+    build_demo(root or "data", name=name, n=n, size=16)
+    comp = load_competition(str(project / root / name) if root else name)
+    write_folds(make_folds(comp, 2), folds_path(comp))
+    return comp
+
+
+def test_two_competitions_with_one_experiment_name_never_share_a_run_folder(tiny_comp, project, fit_tiny):
+    a = fit_tiny("r18")
+    b = fit_tiny("r18", comp="other") if other_competition(project) else None
+    assert a.dir == project / "runs" / "demo" / "r18" / "fold0"
+    assert b.dir == project / "runs" / "other" / "r18" / "fold0"
+    assert is_complete(a.dir) and is_complete(b.dir)
+    assert json.loads((a.dir / "config.json").read_text())["competition"] == str(tiny_comp.root)
+
+
+def test_a_competition_of_the_same_name_elsewhere_is_refused_before_anything_is_removed(tiny_comp, project, fit_tiny):
+    """data/flowers and elsewhere/flowers both map to runs/flowers/: the second may not resume or overwrite the
+    first's fold; the same competition moved (same folds) is no clash."""
+    other_competition(project, "flowers")
+    done = fit_tiny("r18", comp="flowers")
+    before = {p.name: p.stat().st_mtime_ns for p in done.dir.iterdir() if p.name != ".lock"}  # the lock is taken
+    moved = other_competition(project, "flowers", root="moved")  # the same images and folds at another root
+    assert fit_fold(TrainConfig(comp=str(moved.root), exp="r18", fold=1, model="test_resnet", img_size=16,
+                                epochs=1, batch_size=32)).dir == done.dir.parent / "fold1"
+    second = other_competition(project, "flowers", root="elsewhere", n=50)  # another competition: other folds
+    with pytest.raises(KitError, match=r"holds a run of another competition, .*data/flowers .* not of .*elsewhere/"
+                                       r"flowers .*both are named 'flowers'.*nothing was written"):
+        fit_fold(TrainConfig(comp=str(second.root), exp="r18", fold=0, resume=False, model="test_resnet",
+                             img_size=16, epochs=1, batch_size=32))
+    assert {p.name: p.stat().st_mtime_ns for p in done.dir.iterdir() if p.name != ".lock"} == before
+
+
+def test_keep_last_false_drops_last_pt_of_a_finished_fold_and_an_unfinished_one_still_resumes(tiny_comp, project,
+                                                                                               interrupted_fit):
+    cfg = TrainConfig(exp="k", keep_last=False, model="test_resnet", img_size=16, epochs=3, batch_size=32)
+    interrupted_fit(cfg, 2)  # stopped as epoch 3 starts: unfinished, so last.pt stays for the resume
+    folder = project / "runs" / "demo" / "k" / "fold0"
+    assert (folder / "last.pt").is_file() and not is_complete(folder)
+    done = fit_fold(cfg)  # resumes at epoch 3, finishes, then drops last.pt
+    assert done.history["epoch"].tolist() == [1, 2, 3]
+    assert is_complete(folder) and not (folder / "last.pt").exists()
+    kept = fit_fold(TrainConfig(exp="kept", model="test_resnet", img_size=16, epochs=1, batch_size=32))
+    assert (kept.dir / "last.pt").is_file()  # the default keeps it
+    straight = fit_fold(TrainConfig(exp="straight", keep_last=False, model="test_resnet", img_size=16, epochs=3,
+                                    batch_size=32))
+    assert straight.history.drop(columns="seconds").equals(done.history.drop(columns="seconds"))  # exact resume

@@ -1,0 +1,116 @@
+"""Grade a submission against labels, as a leaderboard would: the demo's hidden split, or any labels file of your
+own (a held-out part of train.csv, last year's solution) with `kit score --solution labels.csv`.
+
+The labels file is read as train.csv is (its id and label columns detected by the same names, every cell a
+string); the submission as kit writes it: the same id column and one column of labels, of probabilities (a
+binary task) or of label lists (multi-label), or one probability column per class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import KitError
+from .competition import (ID_CANDIDATES, LABEL_CANDIDATES, TASKS, _pick_column, detect_task, list_separator,
+                          read_table, sort_classes)
+from .metrics import metric_value
+
+# what a task is graded on when no metric is given: the demo's tasks' own
+DEFAULT_METRICS = {"multiclass": "accuracy", "binary": "roc_auc", "ordinal": "qwk", "regression": "qwk",
+                   "multilabel": "f_beta:1"}
+
+
+def grade(submission: str | Path, solution: str | Path, metric: str = "", task: str = "auto",
+          classes: list[str] | None = None, what: str = "", id_col: str = "", label_col: str = "") -> tuple[str, float]:
+    """(metric, score) of `submission` against the labels in `solution`.
+
+    task: 'auto' detects it from the labels as for train.csv (a label list: multilabel; two classes: binary).
+    classes: the labels a submission may use, in class order (the demo's digits); `what` names them in the
+    error (e.g. 'a digit class 0..9'). None: any label the solution or the submission spells (a class missing
+    from a small held-out set is still a prediction), in train.csv's order (kit.competition.sort_classes).
+    A submission id missing, or a label outside `classes`, is a KitError naming the file, the column and
+    examples."""
+    if task != "auto" and task not in TASKS:
+        raise KitError(f"task={task!r}; use one of {list(TASKS)}")
+    for path, kind in ((solution, "the labels file"), (submission, "the submission")):
+        if not Path(path).is_file():
+            raise KitError(f"{path} does not exist; give {kind} as a CSV path")
+    table = read_table(Path(solution))
+    sid = _pick_column(table, id_col, ID_CANDIDATES, "id", solution, fallback=table.columns[0])
+    others = [c for c in table.columns if c != sid]
+    label = _pick_column(table, label_col, LABEL_CANDIDATES, "label", solution,
+                         fallback=others[0] if len(others) == 1 else None)
+    truth = table[label].str.strip()
+    task = detect_task(truth, metric) if task == "auto" else task
+    metric = metric or DEFAULT_METRICS[task]
+    sep = list_separator(truth) if task == "multilabel" else None
+
+    sub = read_table(Path(submission), needs=f"the id column {sid!r} and a prediction column")
+    sub_id = sid if sid in sub.columns else _pick_column(sub, "", ID_CANDIDATES, "id", submission,
+                                                          fallback=sub.columns[0])
+    rows = pd.DataFrame({"id": table[sid].str.strip(), "truth": truth}).merge(
+        sub.assign(**{sub_id: sub[sub_id].str.strip()}).rename(columns={sub_id: "id"}), on="id", how="left",
+        indicator=True)
+    missing = rows["_merge"] == "left_only"
+    if missing.any():
+        raise KitError(f"{submission} lacks {int(missing.sum())} test id(s) of {solution}, e.g. "
+                       f"{rows['id'][missing].tolist()[:5]}; write one row per id")
+    truth_classes = sort_classes(parts(rows["truth"], sep))
+    if all(c in sub.columns for c in truth_classes) and len(truth_classes) > 1:  # a probability column per class
+        classes = classes or truth_classes
+        return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution),
+                                    numbers(rows[classes], submission, "one probability per class column"))
+    values = [c for c in sub.columns if c != sub_id]
+    col = label if label in values else values[0] if len(values) == 1 else None
+    if col is None:
+        raise KitError(f"{submission}: cannot tell which column holds the predictions; columns are "
+                       f"{list(sub.columns)}; name it {label!r} as {solution} does")
+    cells = rows[col].str.strip()
+    if task == "binary" and not cells.isin(classes or truth_classes).all():  # the positive class's probability
+        classes = classes or truth_classes
+        p = numbers(cells.to_frame(), submission, "one probability per row")[:, 0]
+        return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution), np.c_[1 - p, p])
+    if classes is None:
+        classes = sort_classes([*parts(rows["truth"], sep), *parts(cells, sep)])
+    what = what or f"a class of {solution}"
+    unknown = [c for c in dict.fromkeys(parts(cells, sep)) if c not in classes]
+    if unknown:
+        n = int(sum(any(p in unknown for p in parts(pd.Series([c]), sep)) for c in cells))
+        raise KitError(f"{submission}: column {col!r} has {n} value(s) that are not {what}, e.g. {unknown[:5]}; "
+                       f"write one {'list of classes' if sep else 'class'} per row")
+    pred = targets(cells, classes, sep, submission)
+    return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution),
+                                pred if sep else np.eye(len(classes))[pred])
+
+
+def parts(cells: pd.Series, sep: str | None) -> list[str]:
+    """Every label the cells spell: the cells themselves, or each part of a multi-label cell ('' is no label)."""
+    if sep is None:
+        return list(cells)
+    return [p.strip() for cell in cells for p in cell.split(sep) if p.strip()]
+
+
+def targets(cells: pd.Series, classes: list[str], sep: str | None, source) -> np.ndarray:
+    """Class indices, or (multi-label: sep given) an (N, K) 0/1 matrix over `classes`."""
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = [c for c in dict.fromkeys(parts(cells, sep)) if c not in index]
+    if unknown:
+        raise KitError(f"{source}: label(s) {unknown[:5]} are not among the classes {classes[:10]}")
+    if sep is None:
+        return cells.map(index).to_numpy()
+    out = np.zeros((len(cells), len(classes)), dtype=int)
+    for i, cell in enumerate(cells):
+        out[i, [index[p.strip()] for p in cell.split(sep) if p.strip()]] = 1
+    return out
+
+
+def numbers(frame: pd.DataFrame, source, needs: str) -> np.ndarray:
+    values = frame.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().to_numpy() | (values.to_numpy() < 0) | (values.to_numpy() > 1)
+    if bad.any():
+        raise KitError(f"{source}: columns {list(frame.columns)} need {needs} between 0 and 1; {int(bad.sum())} "
+                       f"cell(s) are not, e.g. {frame.to_numpy()[bad][:5].tolist()}")
+    return values.to_numpy(dtype=float)
