@@ -182,6 +182,25 @@ def cmd_train(a):
     print(f"best {r.best_score:.4f} at epoch {r.best_epoch}; outputs in {r.dir}")
 
 
+def cmd_lr_find(a):
+    import numpy as np
+
+    from .lrfind import lr_find
+    from .paths import resolve
+
+    curve = lr_find(TrainConfig.from_params(config_params(a), exp=a.exp, fold=a.fold), a.start, a.end, a.steps)
+    shown = curve.table.iloc[np.unique(np.linspace(0, len(curve.table) - 1, 12).astype(int))]
+    print(shown.to_string(index=False, formatters={"lr": "{:.2e}".format, "loss": "{:.4f}".format,
+                                                   "smoothed": "{:.4f}".format}))
+    if a.plot:
+        from .plots import lr_curve
+
+        lr_curve(curve).savefig(resolve(a.plot), dpi=100)
+        print(f"plot: {resolve(a.plot)}")
+    print(f"suggested lr {curve.suggested:.2e} (the lowest smoothed loss / 10); steepest fall at "
+          f"{curve.steepest:.2e}; pass it as --lr")
+
+
 def cmd_run_folds(a):
     from .notebook import load_notebook, notebook_parameters
     from .runner import run_folds
@@ -427,6 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = command(sub, "train", cmd_train, "train one fold in this process (no notebook)")
     s.add_argument("--exp", required=True, help="experiment name: runs/<comp>/<exp>/fold<k>/")
     s.add_argument("--fold", type=int, required=True, help="the fold of folds.csv to train")
+    add_config_flags(s)
+
+    s = command(sub, "lr-find", cmd_lr_find, "LR range test: the loss against an exponentially rising LR on a fold")
+    s.add_argument("--exp", default="lr-find", help="experiment name (nothing is written under runs/)")
+    s.add_argument("--fold", type=int, default=0, help="the fold whose training rows it trains on")
+    s.add_argument("--start", type=float, default=1e-7, help="the first learning rate")
+    s.add_argument("--end", type=float, default=10.0, help="the last learning rate")
+    s.add_argument("--steps", type=int, default=100, help="updates (one micro-batch each); it stops early when "
+                   "the loss diverges")
+    s.add_argument("--plot", default="", help="also save the curve as a PNG here")
     add_config_flags(s)
 
     s = command(sub, "run-folds", cmd_run_folds, "run the train notebook headlessly once per fold")

@@ -144,6 +144,9 @@ class TrainConfig:
                              "(e.g. 0.999)", ge=0, lt=1)
     patience: int = param(0, "early stopping after N epochs without improvement, 0: off", ge=0)
     save_top: int = param(1, "keep the best N checkpoints (best.pt the best, then top-<epoch>.pt)", ge=1)
+    average_top: int = param(0, "after training, average the weights of the best N checkpoints (save_top must "
+                             "keep at least N) into best.pt, BatchNorm statistics recomputed on the training "
+                             "images; 0 or 1: off", ge=0)
     keep_last: bool = param(True, "keep last.pt (the training state for a resume) once the fold is finished; False "
                             "deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes")
     metric: str = param("accuracy", "validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another "
@@ -181,6 +184,10 @@ class TrainConfig:
         """Every parameter against its field's metadata, at construction: before any fold starts. All
         problems in one KitError, each naming the parameter, the value and what is allowed."""
         problems = [p for f in fields(self) if (p := problem(f, getattr(self, f.name)))]
+        if not problems and self.average_top > self.save_top:
+            problems.append(f"parameter average_top={self.average_top!r} averages the best {self.average_top} "
+                            f"checkpoints but save_top={self.save_top!r} keeps {self.save_top}: set save_top to at "
+                            f"least {self.average_top}")
         if problems:
             raise KitError("\n".join(problems))
 

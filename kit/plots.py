@@ -188,3 +188,21 @@ def roc(y: np.ndarray, probs: np.ndarray, classes: list[str]):
     ax.set_title("blend OOF ROC curve"), ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def lr_curve(curve):
+    """kit.lrfind.LRCurve: the loss (raw and smoothed) against the learning rate, log scale, with the suggested and
+    the steepest lr marked."""
+    t = curve.table
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(t["lr"], t["loss"], alpha=0.3, label="loss")
+    ax.plot(t["lr"], t["smoothed"], label="smoothed")
+    ax.axvline(curve.suggested, ls="--", c="green", label=f"suggested lr {curve.suggested:.1e} (lowest / 10)")
+    ax.axvline(curve.steepest, ls=":", c="gray", label=f"steepest fall {curve.steepest:.1e}")
+    finite = t["smoothed"][np.isfinite(t["smoothed"])]
+    if len(finite):
+        ax.set_ylim(top=min(float(t["loss"].max()), float(finite.min()) * 4))
+    ax.set_xscale("log"), ax.set_xlabel("learning rate (head)"), ax.set_ylabel("training loss")
+    ax.set_title("LR range test"), ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

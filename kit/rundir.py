@@ -172,6 +172,22 @@ def keep_top(folder: Path, top: list, value: float, epoch: int, n: int, make) ->
     return ranked[:n]
 
 
+def load_top(folder: Path, epoch: int, map_location="cpu") -> dict:
+    """top-<epoch>.pt (a checkpoint kept by save_top beside best.pt)."""
+    return load_torch(folder / top_name(epoch), f"retrain the fold: {retrain_command(folder)}",
+                      map_location=map_location)
+
+
+def save_checkpoint(folder: Path, ckpt: dict) -> None:
+    """best.pt replaced (atomically) by `ckpt` (see checkpoint())."""
+    save_torch(ckpt, folder / CHECKPOINT)
+
+
+def keep_best_aside(folder: Path, epoch: int) -> None:
+    """best.pt copied to top-<epoch>.pt (atomically), before best.pt is replaced by an average of checkpoints."""
+    save_torch(load_best(folder), folder / top_name(epoch))
+
+
 def load_best(folder: Path, map_location="cpu") -> dict:
     """best.pt (see checkpoint()); a torn file is a KitError that says how to retrain the fold."""
     return load_torch(folder / CHECKPOINT, f"retrain the fold: {retrain_command(folder)}", map_location=map_location)

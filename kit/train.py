@@ -206,6 +206,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
                     print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
                     break
             bar.close()
+            if cfg.average_top > 1:
+                average_checkpoints(state, loaders, fold, out)
             result = predict_oof(state, loaders, fold, out)
             if not cfg.keep_last:  # complete without it (its OOF is written): only a resume reads it
                 (out / rundir.LAST).unlink(missing_ok=True)
@@ -300,7 +302,38 @@ def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> F
     rundir.write_oofs(out, oofs, ttas[0])  # auto: the no-TTA predictions are the fold's oof
     history = pd.DataFrame(state.rows)
     best_row = history.set_index("epoch").loc[best["epoch"]]
-    return FoldResult(out, float(best_row[f"val_{cfg.metric}"]), int(best["epoch"]), history, oofs[ttas[0]])
+    value = best["score"] if best.get("averaged") else float(best_row[f"val_{cfg.metric}"])
+    return FoldResult(out, float(value), int(best["epoch"]), history, oofs[ttas[0]])
+
+
+def average_checkpoints(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> None:
+    """The best cfg.average_top checkpoints (best.pt and its top-<epoch>.pt) averaged into best.pt: the mean of
+    every floating-point tensor (timm's avg_checkpoints), then BatchNorm running statistics recomputed over the
+    training images (torch.optim.swa_utils.update_bn: averaged weights do not match averaged statistics), then
+    validated. best.pt records the averaged epochs and its validation score; the best single checkpoint stays as
+    top-<epoch>.pt. A resumed finish whose best.pt is averaged already does nothing."""
+    from torch.optim.swa_utils import update_bn
+
+    cfg = state.cfg
+    best = rundir.load_best(out, map_location=fold.device)
+    epochs = [e for _, e in state.top[:cfg.average_top]]
+    if best.get("averaged") or len(epochs) < 2:
+        return
+    others = [rundir.load_top(out, e, map_location=fold.device)["model"] for e in epochs[1:]]
+    averaged = {k: (torch.stack([v.float(), *(o[k].float() for o in others)]).mean(0).to(v.dtype)
+                    if v.is_floating_point() else v) for k, v in best["model"].items()}
+    model = state.eval_model
+    model.load_state_dict(averaged)
+    with torch.autocast(fold.device.type, dtype=fold.dtype or torch.float32, enabled=fold.dtype is not None):
+        update_bn(loaders.train, model, fold.device)
+    probs = predict(model, loaders.val, "none", device=fold.device, desc="validate average", dtype=fold.eval_dtype,
+                    activation=state.activation)
+    value = metric_value(cfg.metric, loaders.val_y, probs)
+    rundir.keep_best_aside(out, int(best["epoch"]))
+    ckpt = rundir.checkpoint(model, fold.meta, int(best["epoch"]), value)
+    rundir.save_checkpoint(out, {**ckpt, "averaged": epochs})
+    tqdm.write(f"averaged the checkpoints of epochs {epochs}: val_{cfg.metric} {value:.4f} (the best alone "
+               f"{best['score']:.4f})")
 
 
 def predict_views(state: TrainState, loaders: Loaders, ttas, fold: Fold) -> dict[str, np.ndarray]:
@@ -358,31 +391,11 @@ def train_one_epoch(state: TrainState, loader) -> float:
     set_backbone_frozen(state.model, epoch <= cfg.freeze_epochs)
     mixup = state.mixup if epoch <= cfg.epochs - cfg.mixup_off_epochs else None
     model.train()
-    soft_loss = SoftTargetCrossEntropy()
-
-    def loss_fn(m, x, t):
-        out = m(x)
-        if state.activation != "softmax":  # mixup's targets come smoothed already; 0/1 ones are smoothed towards 0.5
-            soft = t if t.is_floating_point() else t.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-            return F.binary_cross_entropy_with_logits(out, soft)
-        return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
-
+    loss_fn = training_loss(state)
     total, n, pending, skipped = 0.0, 0, [], 0
     batches = tqdm(loader, desc="train", leave=False, mininterval=2, disable=headless())
     for i, (x, t) in enumerate(batches):
-        x, t = x.to(state.device, non_blocking=True), t.to(state.device, non_blocking=True)
-        if state.activation == "cumulative":  # grades -> [y > k]: mixup mixes these rows (ordinal distributions)
-            t = cumulative_targets(t, state.n_outputs)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if mixup is not None and len(x) > 1:
-            # timm mixes a batch with its reverse and refuses an odd one. batch_size is even and the loader
-            # drops a short last batch, so only a training fold smaller than batch_size (one batch, nothing
-            # dropped) can be odd: its last sample (another one each epoch, shuffled) sits this epoch out
-            # rather than the whole fold failing. A batch of one is trained unmixed.
-            x, t = x[:len(x) // 2 * 2], t[:len(t) // 2 * 2]
-            x, t = mixup(x, t)  # mixed once: both SAM passes see this batch and its soft targets
-        pending.append((x, t))
+        pending.append(training_batch(state, x, t, mixup))
         if len(pending) < cfg.accum_steps and i < len(loader) - 1:
             continue
         use_sam = cfg.sam != "off" and state.step % cfg.sam_every == 0
@@ -402,6 +415,37 @@ def train_one_epoch(state: TrainState, loader) -> float:
         size = sum(len(b[0]) for b in pending)
         total, n, pending = total + loss * size, n + size, []
     return total / max(n, 1)
+
+
+def training_loss(state: TrainState):
+    """loss_fn(model, x, targets) of the fold's head: cross-entropy with label smoothing (soft targets after
+    mixup), or BCE on 0/1 rows smoothed towards 0.5 (multi-label, ordinal cumulative)."""
+    cfg, soft_loss = state.cfg, SoftTargetCrossEntropy()
+
+    def loss_fn(m, x, t):
+        out = m(x)
+        if state.activation != "softmax":  # mixup's targets come smoothed already; 0/1 ones are smoothed towards 0.5
+            soft = t if t.is_floating_point() else t.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+            return F.binary_cross_entropy_with_logits(out, soft)
+        return soft_loss(out, t) if t.ndim == 2 else F.cross_entropy(out, t, label_smoothing=cfg.label_smoothing)
+    return loss_fn
+
+
+def training_batch(state: TrainState, x: torch.Tensor, t: torch.Tensor, mixup=None) -> tuple:
+    """A loader batch on the device as the loss takes it: cumulative targets, channels_last, mixed."""
+    x, t = x.to(state.device, non_blocking=True), t.to(state.device, non_blocking=True)
+    if state.activation == "cumulative":  # grades -> [y > k]: mixup mixes these rows (ordinal distributions)
+        t = cumulative_targets(t, state.n_outputs)
+    if state.cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if mixup is not None and len(x) > 1:
+        # timm mixes a batch with its reverse and refuses an odd one. batch_size is even and the loader
+        # drops a short last batch, so only a training fold smaller than batch_size (one batch, nothing
+        # dropped) can be odd: its last sample (another one each epoch, shuffled) sits this epoch out
+        # rather than the whole fold failing. A batch of one is trained unmixed.
+        x, t = x[:len(x) // 2 * 2], t[:len(t) // 2 * 2]
+        x, t = mixup(x, t)  # mixed once: both SAM passes see this batch and its soft targets
+    return x, t
 
 
 MAX_SKIPPED_STEPS = 20  # consecutive fp16 steps skipped for inf/NaN before the fold stops

@@ -44,6 +44,7 @@ sam_every = 1  # the two-pass SAM update every N optimizer steps, plain steps be
 ema_decay = 0.0  # EMA of the weights (timm's ModelEmaV3), validated and saved when > 0 (e.g. 0.999); at least 0 and less than 1
 patience = 0  # early stopping after N epochs without improvement, 0: off; at least 0
 save_top = 1  # keep the best N checkpoints (best.pt the best, then top-<epoch>.pt); at least 1
+average_top = 0  # after training, average the weights of the best N checkpoints (save_top must keep at least N) into best.pt, BatchNorm statistics recomputed on the training images; 0 or 1: off; at least 0
 keep_last = True  # keep last.pt (the training state for a resume) once the fold is finished; False deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes
 metric = 'accuracy'  # validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another kit.metrics name, or a scikit-learn scorer name
 tta = 'auto'  # auto: OOF for every preset and resize mode, the infer step picks the best per experiment; or a preset (none, hflip, flips, multiscale, d4), optionally @squash, @crop or @letterbox for another resize than the fold's
@@ -67,6 +68,20 @@ from kit.train import fit_fold
 
 cfg = TrainConfig.from_namespace(globals())
 cfg
+
+# %% [markdown]
+# Optional, before training: the LR range test (`kit lr-find` headlessly) trains this fold's model for
+# up to 100 updates with the learning rate rising from 1e-7 to 10 and plots the loss against it.
+
+# %%
+find_lr = False  # True: plot loss against LR on this fold and print the suggested lr
+if find_lr:
+    from kit.lrfind import lr_find
+    from kit.plots import lr_curve
+
+    curve = lr_find(cfg)
+    lr_curve(curve)
+    print(f"suggested lr {curve.suggested:.2e} (lowest smoothed loss / 10); steepest fall at {curve.steepest:.2e}")
 
 # %%
 result = fit_fold(cfg)

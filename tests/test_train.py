@@ -1,6 +1,7 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -449,3 +450,24 @@ def test_keep_last_false_drops_last_pt_of_a_finished_fold_and_an_unfinished_one_
     straight = fit_fold(TrainConfig(exp="straight", keep_last=False, model="test_resnet", img_size=16, epochs=3,
                                     batch_size=32))
     assert straight.history.drop(columns="seconds").equals(done.history.drop(columns="seconds"))  # exact resume
+
+
+def test_average_top_averages_the_best_checkpoints_recomputes_batchnorm_and_predicts(tiny_comp, project, fit_tiny):
+    from kit.infer import predict_fold
+
+    r = fit_tiny("avg", epochs=3, save_top=3, average_top=3, tta="none", lr=1e-2)
+    best = torch.load(r.dir / "best.pt", weights_only=True)
+    epochs = best["averaged"]
+    assert sorted(epochs) == [1, 2, 3] and best["epoch"] == epochs[0]  # the best single epoch first
+    singles = [torch.load(r.dir / f"top-{e:03d}.pt", weights_only=True)["model"] for e in epochs]
+    for k, v in best["model"].items():
+        mean = torch.stack([s[k].float() for s in singles]).mean(0)
+        if k.endswith(("running_mean", "running_var")):  # recomputed on the training images, not averaged
+            assert not torch.allclose(v, mean, atol=1e-6), k
+        elif v.is_floating_point():
+            assert torch.allclose(v, mean, atol=1e-6), k
+    assert r.best_score == best["score"] and (r.dir / "oof.csv").is_file()
+    p = predict_fold(r.dir, tiny_comp, "none", "cpu")
+    assert p.shape == (len(tiny_comp.test), len(tiny_comp.classes)) and np.allclose(p.sum(1), 1, atol=1e-5)
+    with pytest.raises(KitError, match=r"average_top=3 averages the best 3 checkpoints but save_top=2 keeps 2"):
+        TrainConfig(save_top=2, average_top=3)
