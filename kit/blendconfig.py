@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import KitError
 from .metrics import lookup
-from .paths import comp_runs
+from .paths import check_name, comp_runs
 from .submission import SUBMISSION_KINDS
 
-METHODS = ("caruana", "slsqp", "mean")
+METHODS = ("caruana", "slsqp", "mean", "stack")
 SPACES = ("prob", "logit", "power", "rank")
 
 
@@ -42,7 +42,8 @@ def fit_objective(fit_metric: str, metric: str, space: str) -> str:
 
 @dataclass(frozen=True)
 class BlendConfig:
-    method: str = "caruana"  # caruana (ensemble selection), slsqp (log loss, constrained), mean
+    method: str = "caruana"  # caruana (ensemble selection), slsqp (log loss, constrained), mean, stack (a
+    # cross-fitted logistic regression on the experiments' log-probabilities: kit.ensemble.fit_stack)
     metric: str = "accuracy"  # the competition's: what the blend is reported in and the TTA chosen on
     space: str = "prob"  # where predictions are averaged: prob, logit, power, rank (ranking metrics only)
     power: float = 2.0  # the exponent of space='power'
@@ -69,6 +70,10 @@ class BlendConfig:
         object.__setattr__(self, "power", float(self.power))
         check_space(self.space, self.metric)
         objective = self.objective  # fit_metric known and right for the space
+        if self.method == "stack" and (objective != "log_loss" or self.space != "prob"):
+            raise KitError(f"method='stack' fits a logistic regression (log loss) on each experiment's "
+                           f"log-probabilities: fit_metric={self.fit_metric!r} and space={self.space!r} do not apply; "
+                           "leave them 'auto' and 'prob'")
         if self.method == "slsqp" and objective != "log_loss":
             raise KitError(f"method='slsqp' minimizes log loss, a smooth score; fit_metric={objective!r} is "
                            "not one: use fit_metric='log_loss' (or 'auto' outside rank space), or method='caruana'")
@@ -110,4 +115,4 @@ def blend_runs(spec: dict, runs_dir: str | Path) -> Path:
     if not spec.get("competition"):
         raise KitError("the blend.json records no competition (written by a kit before runs were kept per "
                        "competition, runs/<comp>/<exp>): fit the blend again (kit blend --exps ...)")
-    return comp_runs(runs_dir, spec["competition"])
+    return comp_runs(runs_dir, check_name("blend competition", spec["competition"]))  # a name, never a path

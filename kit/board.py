@@ -74,7 +74,8 @@ def board(runs_dir: str | Path = "runs", metric: str | None = None, submissions:
     first fold's parameters) and n_folds (folds.csv), oof_<metric>_<tta> per TTA preset with current OOF of every
     fold, best_epochs (per fold of folds.csv, 1-based, from its history; None without one), fold_seconds (mean
     training time of the done folds), blend_weight (only when a submissions/*.blend.json of the competition
-    exists: the newest one's weight; its path in .attrs['blend']) and notes (a list: what is not done or not current, and why).
+    exists: the newest one's weight; its path in .attrs['blend']) and notes (a list: what is not done or not
+    current, and why).
 
     metric: None scores each experiment in the metric it was trained on (its own column when they differ).
     """

@@ -215,22 +215,26 @@ def cmd_run_folds(a):
                             gpus=a.gpus, stagger=a.stagger, backend=a.backend, address=a.address,
                             on_status=StatusPrinter(), nb=nb, say=print)
     except KeyboardInterrupt:  # the workers are gone (run_local); one line, not a traceback
-        print(f"\n{interrupted_line(located, a.exp, folds)}", file=sys.stderr)
+        print(f"\n{interrupted_line(located, a.exp, folds, a.force)}", file=sys.stderr)
         return 130
     return report_jobs(summary)
 
 
-def interrupted_line(located: dict, exp: str, folds: list[int]) -> str:
-    """What a Ctrl-C of run-folds leaves: the folds complete, and those stopped (they resume on a rerun)."""
+def interrupted_line(located: dict, exp: str, folds: list[int], force: bool = False) -> str:
+    """What a Ctrl-C of run-folds leaves: the folds complete, and those stopped (they resume on a rerun, without
+    --force, which would start them afresh)."""
     from .paths import comp_runs, fold_dir
     from .rundir import is_complete
 
-    runs = comp_runs(located.get("runs_dir") or "runs", located.get("comp") or "demo")
-    done = [k for k in folds if is_complete(fold_dir(runs, exp, k))]
+    rerun = "rerun without --force" if force else "rerun the same command"
+    try:
+        runs = comp_runs(located.get("runs_dir") or "runs", located.get("comp") or "demo")
+        done = [k for k in folds if is_complete(fold_dir(runs, exp, k))]
+    except (KitError, OSError):
+        return f"kit run-folds: interrupted ({rerun}: unfinished folds resume from their last.pt)"
     stopped = [k for k in folds if k not in done]
-    listing = ",".join(map(str, stopped))
     return (f"kit run-folds: interrupted; {runs.name}/{exp}: folds {','.join(map(str, done)) or 'none'} complete, "
-            f"{listing or 'none'} not (rerun the same command: they resume from their last.pt)")
+            f"{','.join(map(str, stopped)) or 'none'} not ({rerun}: they resume from their last.pt)")
 
 
 class StatusPrinter:
@@ -337,7 +341,7 @@ def cmd_score(a):
     from .paths import resolve
 
     if a.solution:
-        metric, value = grade(resolve(a.submission), resolve(a.solution), a.metric)
+        metric, value = grade(resolve(a.submission), resolve(a.solution), a.metric, a.task)
         print(f"{metric}: {value:.4f} (against {a.solution})")
     else:
         print(f"leaderboard {a.metric or 'score'}: {leaderboard_score(a.submission, a.data_dir, a.comp, a.metric):.4f}")
@@ -486,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = BlendConfig()  # the flags' defaults and choices are the config's
     s.add_argument("--method", default=b.method, choices=METHODS,
-                   help="caruana: ensemble selection (with replacement); slsqp: weights fitted on log loss; mean")
+                   help="caruana: ensemble selection (with replacement); slsqp: weights fitted on log loss; mean; "
+                        "stack: a logistic regression on the experiments' log-probabilities (single-label tasks)")
     s.add_argument("--metric", default="",
                    help="what the blend is reported in and the TTA chosen on (default: the metric the experiments "
                         "were trained on): accuracy, log_loss, qwk, roc_auc, mean_col_auc, f_beta:<b>, map@<k>, "
@@ -543,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "grade against instead of the demo's hidden labels: your own held-out labels")
     s.add_argument("--metric", default="", help="a kit.metrics name or a scikit-learn scorer name (default: the task's "
                    "own: accuracy, roc_auc for two classes, qwk, f_beta:1 for label lists)")
+    from .competition import TASKS
+
+    s.add_argument("--task", default="auto", choices=TASKS, help="with --solution: what the labels are (auto: detected "
+                   "as for train.csv; two classes read as binary, qwk as ordinal grades)")
     return p
 
 

@@ -61,7 +61,9 @@ def find_root(comp: str | Path, data_dir: str | Path = "data") -> Path:
     tried = [Path(comp).expanduser(), resolve(data_dir) / str(comp), KAGGLE_INPUT / str(comp)]
     for cand in tried:
         if cand.is_dir():
-            return cand.resolve()
+            # absolute, '..' folded, symlinks kept: data/flowers -> /mnt/big/flowers-2024 is still 'flowers',
+            # the name its runs live under (runs/<comp>/, kit.paths.comp_name) whichever way it is named
+            return Path(os.path.abspath(cand))
     raise KitError(
         f"competition {comp!r} not found; looked in {[str(p) for p in tried]}. "
         "Put it in data/<comp>/ (train.csv, train/, test/, sample_submission.csv) or pass a path"

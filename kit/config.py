@@ -80,6 +80,11 @@ def check_device(name: str) -> None:
         raise KitError("should be 'auto', 'cpu', 'cuda', 'cuda:<n>' (e.g. 'cuda:1') or 'mps'")
 
 
+def check_crop_pct(value: float) -> None:
+    if 0 < value < 0.5:  # 0.01 would scale the short side of a 224 px crop to 22,400 px
+        raise KitError("should be 0 (the model's own) or between 0.5 and 1: the share of the short side kept")
+
+
 def check_exp(name: str) -> None:
     from .paths import check_name
 
@@ -114,7 +119,7 @@ class TrainConfig:
                         "keeps the centre; letterbox fits the long side and pads; auto: the model's pretrained "
                         "config (timm's crop_mode; crop for most)", choices=("auto", "squash", "crop", "letterbox"))
     crop_pct: float = param(0.0, "resize crop: the share of the short side kept; 0: the model's pretrained "
-                            "crop_pct (0.875 when unknown)", ge=0, le=1)
+                            "crop_pct (0.875 when unknown)", ge=0, le=1, check=check_crop_pct)
     ordinal_head: str = param("cumulative", "ordinal (and regression) tasks only, no effect on others: cumulative "
                               "trains K-1 sigmoids P(grade > k) with BCE on the targets [y > k] (CORAL, the "
                               "APTOS/PANDA binned BCE); softmax a softmax over the K grades with cross-entropy",
@@ -331,7 +336,7 @@ def training_changes(saved: dict, new: dict) -> dict[str, tuple]:
     either side (a file from an older kit) is not compared, except those before_they_existed gives the value
     that older kit trained with: kit_version is checked separately."""
     names = [f.name for f in fields(TrainConfig) if f.name not in RUNTIME_ONLY]
-    saved = {**before_they_existed(saved), **saved}
+    saved, new = {**before_they_existed(saved), **saved}, {**before_they_existed(new), **new}
     return {n: (saved[n], new[n]) for n in names if n in saved and n in new and saved[n] != new[n]}
 
 

@@ -216,6 +216,66 @@ def fit_blend_weights(preds: list[np.ndarray], y: np.ndarray, config: BlendConfi
     return np.full(m, 1 / m)  # "mean", the only other method BlendConfig lets through
 
 
+@dataclass
+class Blender:
+    """A fitted blend: its weights (stack: 1/E each, every experiment used) and, for method='stack', the
+    meta-model (fit_stack)."""
+    weights: np.ndarray
+    stack: dict | None = None
+
+    def __call__(self, preds: list[np.ndarray], config: BlendConfig, multilabel: bool = False) -> np.ndarray:
+        if self.stack is not None:
+            return apply_stack(preds, self.stack)
+        return blend(preds, self.weights, config, multilabel)
+
+
+def fit_blender(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendConfig()) -> Blender:
+    """The blend of config.method fitted on these rows: weights, or (stack) a meta-model."""
+    if config.method == "stack":
+        return Blender(np.full(len(preds), 1 / len(preds)), fit_stack(preds, y))
+    return Blender(fit_blend_weights(preds, y, config))
+
+
+STACK_C = 1.0  # the meta-model's inverse L2 strength (scikit-learn's default): E*K features, thousands of rows
+STACK_EPS = 1e-7  # probabilities are clipped here before their log
+
+
+def stack_features(preds: list[np.ndarray]) -> np.ndarray:
+    """(N, E*K): each experiment's log-probabilities side by side."""
+    return np.concatenate([np.log(np.clip(p, STACK_EPS, 1.0)) for p in preds], axis=1)
+
+
+def fit_stack(preds: list[np.ndarray], y: np.ndarray) -> dict:
+    """A multinomial logistic regression (scikit-learn, L2, C=STACK_C) from the experiments' OOF
+    log-probabilities to the class: it can learn per-class trust in each experiment and recalibrate, which
+    weights cannot. Its rows must be OOF (models that did not train on them); its honest score is cross-fitted
+    like the weights' (honest_blend_score fits it on the other folds). JSON-friendly: coef, intercept, the class
+    indices it saw, and K."""
+    from sklearn.linear_model import LogisticRegression
+
+    if np.ndim(y) == 2:
+        raise KitError("method='stack' blends single-label tasks (one class per row); for multi-label use caruana, "
+                       "slsqp or mean")
+    model = LogisticRegression(C=STACK_C, max_iter=2000).fit(stack_features(preds), y)
+    return {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(),
+            "classes": [int(c) for c in model.classes_], "n_classes": int(preds[0].shape[1])}
+
+
+def apply_stack(preds: list[np.ndarray], meta: dict) -> np.ndarray:
+    """(N, K) probabilities of the meta-model on the experiments' probabilities; a class the meta-model never saw
+    (absent from the rows it was fitted on) gets STACK_EPS, the rows renormalized."""
+    z = stack_features(preds) @ np.asarray(meta["coef"]).T + np.asarray(meta["intercept"])
+    seen = meta["classes"]
+    if len(seen) == 2:  # scikit-learn's binary form: one logit, of the second class
+        p_seen = np.c_[1 - 1 / (1 + np.exp(-z[:, 0])), 1 / (1 + np.exp(-z[:, 0]))]
+    else:
+        z = z - z.max(1, keepdims=True)
+        p_seen = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    out = np.full((len(z), meta["n_classes"]), STACK_EPS)
+    out[:, seen] = p_seen
+    return out / out.sum(1, keepdims=True)
+
+
 def caruana(preds: list[np.ndarray], y: np.ndarray, config: BlendConfig = BlendConfig()) -> np.ndarray:
     """Caruana et al. 2004: greedy forward selection with replacement, config.rounds rounds, from the best
     single model on config.objective (the fitting objective), returning the best ensemble seen (so in-sample
@@ -364,10 +424,10 @@ def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: Ble
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
         chosen = [c[0] if len(c) == 1 else max(c, key=lambda p: score(metric, y[tr], p[tr])) for c in candidates]
-        w = fit_blend_weights([p[tr] for p in chosen], y[tr], config)
-        held_out = blend([p[te] for p in chosen], w, config, multilabel)
+        blender = fit_blender([p[tr] for p in chosen], y[tr], config)
+        held_out = blender([p[te] for p in chosen], config, multilabel)
         if decision:
-            fitted = fit_decision(decision, y[tr], blend([p[tr] for p in chosen], w, config, multilabel), metric,
+            fitted = fit_decision(decision, y[tr], blender([p[tr] for p in chosen], config, multilabel), metric,
                                   classes)
             held_out = apply_decision(decision, held_out, fitted, classes)
         values.append(metric_value(metric, y[te], held_out))

@@ -110,7 +110,8 @@ def target_layer(model: nn.Module, img_size: int, min_side: int = 4):
 
 def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, comp, exp: str, device: str = "auto"
                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per row of `errors` (confident_errors): the image as the model saw it (resized), and Grad-CAM heat maps over
+    """Per row of `errors` (confident_errors): the image as the model saw it (made square by the fold's resize
+    mode: cropped, squashed or letterboxed), and Grad-CAM heat maps over
     it for the predicted class and for the true class, from the checkpoint of the competition's experiment `exp`'s
     fold that held the image out (the model that made its OOF prediction)."""
     import albumentations as A
@@ -128,7 +129,7 @@ def class_activation_maps(errors: pd.DataFrame, runs_dir: str | Path, comp, exp:
         model, transform, classes, activation = models[row.fold]
         image = read_image(row.path)
         x = torch.from_numpy(transform(image=image)["image"].transpose(2, 0, 1)).unsqueeze(0).to(dev)
-        resized = A.Resize(*x.shape[-2:])(image=image)["image"]
+        resized = A.Compose(list(transform.transforms)[:-1])(image=image)["image"]  # its geometry, not normalized
         layer, as_map = target_layer(model, x.shape[-1])
         maps = []
         with GradCAM(model=model, target_layers=[layer], reshape_transform=as_map) as cam:

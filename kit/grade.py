@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from . import KitError
-from .competition import (ID_CANDIDATES, LABEL_CANDIDATES, TASKS, _pick_column, detect_task, list_separator,
-                          read_table, sort_classes)
+from .competition import (ID_CANDIDATES, LABEL_CANDIDATES, ORDINAL_TASKS, TASKS, _pick_column, detect_task,
+                          list_separator, read_table, sort_classes)
 from .metrics import metric_value
 
 # what a task is graded on when no metric is given: the demo's tasks' own
@@ -51,6 +51,11 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
     sub = read_table(Path(submission), needs=f"the id column {sid!r} and a prediction column")
     sub_id = sid if sid in sub.columns else _pick_column(sub, "", ID_CANDIDATES, "id", submission,
                                                           fallback=sub.columns[0])
+    for path, ids in ((solution, table[sid]), (submission, sub[sub_id])):
+        twice = ids.str.strip()[ids.str.strip().duplicated()]
+        if len(twice):  # a leaderboard grades each id once
+            raise KitError(f"{path}: {twice.nunique()} id(s) appear more than once, e.g. "
+                           f"{twice.unique()[:5].tolist()}; keep one row per id")
     rows = pd.DataFrame({"id": table[sid].str.strip(), "truth": truth}).merge(
         sub.assign(**{sub_id: sub[sub_id].str.strip()}).rename(columns={sub_id: "id"}), on="id", how="left",
         indicator=True)
@@ -59,8 +64,10 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
         raise KitError(f"{submission} lacks {int(missing.sum())} test id(s) of {solution}, e.g. "
                        f"{rows['id'][missing].tolist()[:5]}; write one row per id")
     truth_classes = sort_classes(parts(rows["truth"], sep))
-    if all(c in sub.columns for c in truth_classes) and len(truth_classes) > 1:  # a probability column per class
-        classes = classes or truth_classes
+    columns = [c for c in sub.columns if c != sub_id]
+    if all(c in columns for c in truth_classes) and len(columns) > 1:  # a probability column per class
+        # every class the submission has a column for: a class no held-out row holds still takes probability
+        classes = classes or sort_classes(columns)
         return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution),
                                     numbers(rows[classes], submission, "one probability per class column"))
     values = [c for c in sub.columns if c != sub_id]
@@ -69,10 +76,17 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
         raise KitError(f"{submission}: cannot tell which column holds the predictions; columns are "
                        f"{list(sub.columns)}; name it {label!r} as {solution} does")
     cells = rows[col].str.strip()
-    if task == "binary" and not cells.isin(classes or truth_classes).all():  # the positive class's probability
+    # binary: a number that is no class makes the column probabilities (P of the positive class); labels else
+    numbers_not_classes = pd.to_numeric(cells, errors="coerce").notna() & ~cells.isin(classes or truth_classes)
+    if task == "binary" and numbers_not_classes.any():
         classes = classes or truth_classes
         p = numbers(cells.to_frame(), submission, "one probability per row")[:, 0]
         return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution), np.c_[1 - p, p])
+    if task in ORDINAL_TASKS:  # grades by value: 3 is as far from 1 as it is, whichever grades the rows hold
+        rows["truth"], cells = grades(rows["truth"], solution), grades(cells, submission)
+        if classes is None:
+            values = [int(v) for v in [*rows["truth"], *cells]]
+            classes = [str(g) for g in range(min(values), max(values) + 1)]
     if classes is None:
         classes = sort_classes([*parts(rows["truth"], sep), *parts(cells, sep)])
     what = what or f"a class of {solution}"
@@ -84,6 +98,16 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
     pred = targets(cells, classes, sep, submission)
     return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution),
                                 pred if sep else np.eye(len(classes))[pred])
+
+
+def grades(cells: pd.Series, source) -> pd.Series:
+    """Integer grades spelled canonically ('03' -> '3'); a cell that is no integer is refused."""
+    values = pd.to_numeric(cells, errors="coerce")
+    bad = values.isna() | (values % 1 != 0)
+    if bad.any():
+        raise KitError(f"{source}: {int(bad.sum())} value(s) are not integer grades, e.g. "
+                       f"{cells[bad].unique()[:5].tolist()}")
+    return values.astype(int).astype(str)
 
 
 def parts(cells: pd.Series, sep: str | None) -> list[str]:

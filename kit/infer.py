@@ -16,8 +16,8 @@ from .blendconfig import BlendConfig, blend_runs
 from .competition import Competition, load_competition, load_test_competition
 from .data import AUTO_WORKERS, SharedDecodeDataset, loader_workers, make_loader
 from .device import inference_dtype, pick_device
-from .ensemble import (HONEST_LEAK, blend, check_compatible, fit_blend_weights, honest_blend_score,
-                       load_tta_candidates, pick_tta, tta_scores)
+from .ensemble import (HONEST_LEAK, Blender, check_compatible, fit_blender, honest_blend_score, load_tta_candidates,
+                       pick_tta, tta_scores)
 from .folds import folds_path, read_folds
 from .io import read_json, write_json
 from .metrics import metric_value
@@ -172,8 +172,9 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     loaded = [pick_tta(c, y, metric) for c in candidates]
     tta_table = pd.concat([tta_scores(c, y, metric) for c in candidates], ignore_index=True)
     preds = [e.probs for e in loaded]
-    w = fit_blend_weights(preds, y, config)
-    oof_probs = blend(preds, w, config, comp.task == "multilabel")
+    blender = fit_blender(preds, y, config)
+    w = blender.weights
+    oof_probs = blender(preds, config, comp.task == "multilabel")
     kind, classes = decision_kind(comp.task, metric), loaded[0].classes
     honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes)
     n_folds = int(folds["fold"].max()) + 1
@@ -184,7 +185,7 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     spec = {"experiments": [{"name": e.name, "tta": e.tta, "weight": float(wi), "n_folds": n_folds,
                              "checkpoints": list(e.checkpoints)} for e, wi in zip(loaded, w)],
             "config": config.to_dict(), "fit_objective": config.objective, "task": comp.task,
-            "competition": comp_name(comp),
+            "competition": comp_name(comp), **({"stack": blender.stack} if blender.stack else {}),
             "classes": classes, "folds_hash": loaded[0].folds_hash,
             "oof_score": metric_value(metric, y, oof_probs), "honest_score": honest, "honest_std": spread,
             "honest_leak": HONEST_LEAK, "scores": scores.to_dict("records"),
@@ -216,7 +217,8 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
              for e in used for k in range(e["n_folds"])]
     per_fold = iter(predict_folds(comp, folds, device, batch_size, num_workers))
     per_exp = [np.mean([next(per_fold) for _ in range(e["n_folds"])], axis=0) for e in used]
-    return blend(per_exp, np.array([e["weight"] for e in used]), config, blend_task(spec) == "multilabel")
+    weights = np.array([e["weight"] for e in used])
+    return Blender(weights, spec.get("stack"))(per_exp, config, blend_task(spec) == "multilabel")
 
 
 def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str | Path = "runs",

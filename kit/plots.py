@@ -52,12 +52,15 @@ def predicted_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], tit
     return heatmap(cm, [str(c) for c in classes], [str(c) for c in classes], title, "predicted", "true")
 
 
-LABEL_CHARS = 24  # a longer class name is shortened on an axis ('Amanita muscaria var. flavivolvata' -> 23 + '…')
+LABEL_CHARS = 24  # a longer class name is shortened on an axis (short)
 
 
 def short(label, n: int = LABEL_CHARS) -> str:
+    """At most n characters: the start and the end kept around an ellipsis ('Amanita muscaria var. flavivolvata'
+    -> 'Amanita musc…flavivolvata'), so names that differ only in their end stay apart."""
     label = str(label)
-    return label if len(label) <= n else label[: n - 1] + "…"
+    head = (n - 1) // 2
+    return label if len(label) <= n else label[:head] + "…" + label[len(label) - (n - 1 - head):]
 
 
 def tick_size(n: int) -> float:
@@ -142,7 +145,7 @@ def image_sizes(stats: pd.DataFrame):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))
     a.hist(ok[["width", "height"]].min(axis=1), bins=30)
     a.set_title("short side"), a.set_xlabel("pixels"), a.set_ylabel("images")
-    b.hist(ok["width"] / ok["height"], bins=np.geomspace(0.25, 4, 31))
+    b.hist(np.clip(ok["width"] / ok["height"], 0.25, 4), bins=np.geomspace(0.25, 4, 31))  # beyond 4:1 at the ends
     b.set_xscale("log"), b.axvline(1, ls="--", c="gray")
     b.set_title("aspect ratio (width / height)"), b.set_xlabel("w/h, 1 = square"), b.set_ylabel("images")
     fig.tight_layout()

@@ -108,15 +108,17 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
             raise KitError(f"force: {notebook} has no `resume` parameter, so a finished fold cannot be started afresh")
         params["resume"] = False
     slots = gpu_slots(gpus) if backend == "local" else []
-    threads, why = threads_per_job(threads or int(params.get("threads", 0) or 0), len(slots) or jobs, backend)
-    if threads and "threads" in names:
-        params["threads"] = threads
-    config = train_config(names, params)
-    check_writable(runs_dir, "runs_dir")
     comp = params.get("comp", names.get("comp"))
     if not comp:
         raise KitError(f"{notebook} has no `comp` parameter and none was given: runs live under runs/<comp>/<exp>")
     runs = comp_runs(runs_dir, comp)
+    pending = sum(force or not is_complete(fold_dir(runs, exp, k)) for k in folds)  # what runs at once: no more
+    threads, why = threads_per_job(threads or int(params.get("threads", 0) or 0),
+                                   max(1, min(len(slots) or jobs, pending)), backend)
+    if threads and "threads" in names:
+        params["threads"] = threads
+    config = train_config(names, params)
+    check_writable(runs_dir, "runs_dir")
     check_other_competition(exp_dir(runs, exp), comp, params.get("data_dir", names.get("data_dir")) or "data",
                             runs_dir)
     dirs = {k: fold_dir(runs, exp, k) for k in folds}

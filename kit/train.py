@@ -168,17 +168,21 @@ class TrainState:
 def fit_fold(cfg: TrainConfig) -> FoldResult:
     """The day of one fold: set up, resume (or start afresh), train epoch by epoch, predict its OOF."""
     out = fold_dir(comp_runs(cfg.runs_dir, cfg.comp), cfg.exp, cfg.fold)
+    fold = load_fold(cfg)  # reads only: before the lock, so that a refusal below writes nothing at all
+    # never write over another competition's run (one of the same folder name)
+    rundir.check_competition(out, fold.meta["competition"], fold.meta["folds_hash"])
     with fold_lock(out):  # one writer per fold folder (kit.lock)
         seed_everything(cfg.seed)
         set_threads(cfg.threads)
-        fold = load_fold(cfg)
-        # never write over another competition's run (one of the same folder name)
-        rundir.check_competition(out, fold.meta["competition"], fold.meta["folds_hash"])
         trackers = tracking.open_trackers(cfg, out)  # imports each library: a missing one stops before any removal
         rundir.remove_stale_temps(out)
         # before anything is written: a resume must continue the same training, a fresh start leaves nothing
         # of an older run behind (its checkpoints, OOF and cached test predictions would pass for this run's)
         last = rundir.read_last(out, cfg.to_dict(), fold.meta) if cfg.resume else None
+        if last is None and cfg.resume and rundir.is_complete(out):  # finished, its last.pt dropped (keep_last)
+            raise KitError(f"{out} is a finished fold without last.pt (keep_last=False drops it): nothing to resume. "
+                           f"Use its outputs as they are, or train it afresh with resume=False "
+                           f"({rundir.retrain_command(out)}); nothing was removed")
         if last is None:
             rundir.remove_run_outputs(out)
         n_outputs, activation = head_of(fold.task, cfg.ordinal_head, len(fold.classes))

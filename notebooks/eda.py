@@ -16,6 +16,9 @@ seed = 42
 fold_method = "auto"
 augment = "light"
 img_size = 32
+model = "test_efficientnet"  # the model you will train: its resize (auto) frames the augmentation preview
+resize = "auto"  # as the train notebook's: auto (the model's pretrained config), squash, crop, letterbox
+crop_pct = 0.0  # as the train notebook's: 0 is the model's own
 task = "auto"  # auto (from train.csv and sample_submission.csv), multiclass, binary, multilabel, ordinal, regression
 metric = ""  # the competition's metric: with qwk, integer grades are an ordinal task
 
@@ -26,6 +29,7 @@ from kit.augment import preview
 from kit.competition import load_competition
 from kit.data import read_image
 from kit.folds import folds_path, make_folds, write_folds
+from kit.models import eval_geometry, resolve_model
 
 c = load_competition(comp, data_dir, task=task, metric=metric)
 print(f"{c.root}: {c.task} task, {len(c.train)} train, {len(c.test)} test images, {len(c.classes)} classes "
@@ -97,10 +101,11 @@ eda.size_summary(stats)
 plots.samples_per_class(eda.one_row_per_label(c), per_class=8);  # multi-label: a row per label
 
 # %% [markdown]
-# ## Augmentation preview (the `augment` preset the training will use)
+# ## Augmentation preview (the `augment` preset the training will use, framed by the model's resize)
 
 # %%
-plots.image_grid(preview(read_image(c.train["path"].iloc[0]), augment, img_size, n=16), cols=8);
+geometry = eval_geometry(resolve_model(model)[0], resize, crop_pct)  # (mode, crop_pct) as training will use
+plots.image_grid(preview(read_image(c.train["path"].iloc[0]), augment, img_size, 16, 0, *geometry), cols=8);
 
 # %% [markdown]
 # ## Folds: written once

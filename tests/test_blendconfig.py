@@ -10,7 +10,7 @@ from kit.io import read_json, write_json
 
 
 @pytest.mark.parametrize("setting,message", [
-    ({"method": "greedy"}, r"blend method='greedy' is not one of \['caruana', 'slsqp', 'mean'\]"),
+    ({"method": "greedy"}, r"blend method='greedy' is not one of \['caruana', 'slsqp', 'mean', 'stack'\]"),
     ({"space": "log"}, r"blend space='log' is not one of \['prob', 'logit', 'power', 'rank'\]"),
     ({"submission_kind": "labels"}, r"blend submission_kind='labels' is not one of \['auto', 'label', 'probability'\]"),
     ({"metric": "acc"}, r"blend metric='acc': unknown metric 'acc'; use one of \[.*'accuracy'"),

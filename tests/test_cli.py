@@ -319,5 +319,7 @@ def test_ctrl_c_on_run_folds_ends_with_one_line_saying_what_is_done(tiny_comp, p
     err = capsys.readouterr().err
     assert err.strip() == ("kit run-folds: interrupted; demo/m: folds 0 complete, 1,2 not (rerun the same command: "
                            "they resume from their last.pt)")
+    assert main(["run-folds", "--exp", "m", "--notebook", NOTEBOOK, "--force"]) == 130
+    assert "(rerun without --force: they resume from their last.pt)" in capsys.readouterr().err  # --force restarts
     monkeypatch.setattr(kit.board, "board", interrupted)  # any other command: one line too
     assert main(["board"]) == 130 and capsys.readouterr().err.strip() == "kit board: interrupted"

@@ -92,6 +92,7 @@ BAD = [
     ("resize", "center", r"one of \['auto', 'squash', 'crop', 'letterbox'\]"),
     ("crop_pct", 1.5, r"at least 0 and at most 1"),
     ("crop_pct", -0.1, r"at least 0 and at most 1"),
+    ("crop_pct", 0.01, r"should be 0 \(the model's own\) or between 0.5 and 1"),
 ]
 
 
@@ -203,3 +204,15 @@ def test_an_ordinal_fold_from_before_ordinal_head_counts_as_softmax():
     assert training_changes({**old, "task_resolved": "ordinal"}, new) == {"ordinal_head": ("softmax", "cumulative")}
     assert training_changes({**old, "task_resolved": "multiclass"}, new) == {}
     assert training_changes({**old, "task_resolved": "ordinal"}, {**new, "ordinal_head": "softmax"}) == {}
+
+
+def test_an_old_fold_without_resize_differs_from_a_new_one_whichever_side_is_first():
+    """other_trainings compares every fold with the first: a config from before resize existed (it squashed)
+    against one with resize='auto' differs in both orders, not only when the old one is first."""
+    from kit.config import other_trainings
+
+    new = TrainConfig().to_dict()
+    old = {k: v for k, v in new.items() if k not in ("resize", "crop_pct")}
+    assert set(other_trainings({0: old, 1: new})[1]) == {"resize", "crop_pct"}
+    assert set(other_trainings({0: new, 1: old})[1]) == {"resize", "crop_pct"}
+    assert other_trainings({0: old, 1: dict(old)}) == {}

@@ -135,8 +135,8 @@ def test_the_eda_notebook_shows_what_fits_the_task(task, project, monkeypatch):
         assert shown == [("counts = eda.label_counts(c)", 1), ('if c.task == "multilabel":', 2),
                          ('stats = eda.image_stats(list(c.train["path"]) + list(c.test["path"]))', 1),
                          ("plots.samples_per_class(eda.one_row_per_label(c), per_class=8);  # multi-label: a row "
-                          "per label", 1), ("plots.image_grid(preview(read_image(c.train[\"path\"].iloc[0]), "
-                                            "augment, img_size, n=16), cols=8);", 1)]
+                          "per label", 1), ("geometry = eval_geometry(resolve_model(model)[0], resize, crop_pct)  # "
+                                            "(mode, crop_pct) as training will use", 1)]
         assert "<th>labels</th>" in html and not re.search(r"<th>\d \d</th>", html)  # per label, no '3 7' rows
     else:
         assert [n for _, n in shown] == [1, 1, 1, 1]  # grade histogram, image sizes, samples per grade, preview

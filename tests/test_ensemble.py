@@ -405,3 +405,52 @@ def test_honest_score_skips_a_fold_where_the_metric_is_undefined_and_says_so(cap
     assert honest == pytest.approx(1.0) and "undefined on held-out fold(s) [2]" in caplog.text
     with pytest.raises(KitError, match="undefined on every held-out fold"):
         honest_blend_score([p], y, y, BlendConfig(metric="qwk"))  # every fold one grade
+
+
+def test_stacking_learns_per_class_trust_and_its_honest_score_never_sees_the_rows_it_scores(monkeypatch):
+    """Model a is right on classes 0-1 and noise on 2, model b the reverse: a weighted mean cannot take each
+    model where it is right, a logistic regression on their log-probabilities can. The honest score fits the
+    meta-model on the other folds only (counted)."""
+    import kit.ensemble
+    from kit.blendconfig import BlendConfig
+    from kit.ensemble import apply_stack, fit_blender, fit_stack, honest_blend_score
+
+    rng = np.random.default_rng(0)
+    n, k = 600, 3
+    y = rng.integers(0, k, n)
+    fold = np.arange(n) % 4
+
+    def expert(good):
+        p = rng.dirichlet(np.ones(k), n)  # noise
+        sure = np.isin(y, good)
+        p[sure] = 0.1 / (k - 1)
+        p[sure, y[sure]] = 0.9
+        return p
+
+    a, b = expert([0, 1]), expert([2])
+    stack, caruana = BlendConfig("stack", "accuracy"), BlendConfig("caruana", "accuracy")
+    fitted = fit_blender([a, b], y, stack)
+    assert fitted.stack is not None and np.allclose(fitted.weights, [0.5, 0.5])
+    stacked = fitted([a, b], stack)
+    assert np.allclose(stacked.sum(1), 1) and (stacked.argmax(1) == y).mean() > 0.9
+    weighted = fit_blender([a, b], y, caruana)([a, b], caruana)
+    assert (stacked.argmax(1) == y).mean() > (weighted.argmax(1) == y).mean() + 0.05
+    seen, real = [], kit.ensemble.fit_stack
+    monkeypatch.setattr(kit.ensemble, "fit_stack", lambda preds, t: seen.append(len(t)) or real(preds, t))
+    honest, _ = honest_blend_score([a, b], y, fold, stack)
+    assert seen == [450] * 4  # each meta-model saw the three other folds' rows only
+    assert 0.85 < honest <= (stacked.argmax(1) == y).mean() + 0.02
+    two = y < 2  # a meta-model fitted where class 2 never occurs: it gets ~0, the rows still sum to one
+    meta = fit_stack([a[two], b[two]], y[two])
+    p = apply_stack([a, b], meta)
+    assert meta["classes"] == [0, 1] and p.shape == (n, 3) and np.allclose(p.sum(1), 1) and p[:, 2].max() < 1e-6
+
+
+def test_stacking_refuses_multilabel_and_settings_that_do_not_apply():
+    from kit.blendconfig import BlendConfig
+    from kit.ensemble import fit_stack
+
+    with pytest.raises(KitError, match="method='stack' blends single-label tasks"):
+        fit_stack([np.full((4, 2), 0.5)], np.array([[0, 1], [1, 0], [1, 1], [0, 0]]))
+    with pytest.raises(KitError, match="method='stack' fits a logistic regression .* space='logit' do not apply"):
+        BlendConfig("stack", "accuracy", space="logit")

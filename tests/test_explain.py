@@ -9,6 +9,7 @@ import torch
 
 import kit.explain
 from kit import KitError, plots
+from kit.augment import geometry
 from kit.explain import (best_experiment, class_activation_maps, confident_errors, load_fold_model, oof_rows,
                          target_layer)
 
@@ -116,7 +117,9 @@ def test_cam_of_each_error_comes_from_the_fold_that_held_it_out(trained_fold, mo
     assert targets == [classes.index(c) for pair in zip(errors["predicted"], errors["true"]) for c in pair]
     assert len(maps) == 3
     for path, (image, predicted, true) in zip(errors["path"], maps):
-        assert np.array_equal(image, A.Resize(64, 64)(image=read_image(path))["image"])  # as the model saw it
+        # as the model saw it: the fold's resize (auto: test_resnet's crop at 0.95), not a squash of the file
+        assert np.array_equal(image, A.Compose(geometry(64, "crop", 0.95))(image=read_image(path))["image"])
+        assert not np.array_equal(image, A.Resize(64, 64)(image=read_image(path))["image"])
         assert predicted.shape == true.shape == (64, 64, 3) and predicted.dtype == np.uint8
         assert not np.array_equal(image, predicted)  # the heat is laid over the image
 

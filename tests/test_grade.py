@@ -80,3 +80,39 @@ def test_kit_score_solution_prints_the_metric_and_the_score(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"accuracy: 0.7500 (against {solution})"
     assert main(["score", str(sub), "--solution", str(tmp_path / "nope.csv")]) == 2
     assert f"kit score: error: {tmp_path / 'nope.csv'} does not exist" in capsys.readouterr().err
+
+
+def test_a_class_column_no_held_out_row_holds_still_takes_probability(tmp_path):
+    """Rows a, b, c hold x, y, w; the submission also has a column z: row a's argmax is z (wrong), not x."""
+    solution = write(tmp_path / "t.csv", id=["a", "b", "c"], label=["x", "y", "w"])
+    sub = write(tmp_path / "s.csv", id=["a", "b", "c"], w=[0.01, 0.1, 0.7], x=[0.09, 0.1, 0.1],
+                y=[0.05, 0.7, 0.1], z=[0.85, 0.1, 0.1])
+    assert grade(sub, solution, "accuracy")[1] == pytest.approx(2 / 3)
+
+
+def test_duplicate_ids_are_refused_in_either_file(tmp_path):
+    solution = write(tmp_path / "t.csv", id=["a", "b", "c"], label=["x", "x", "y"])
+    sub = write(tmp_path / "s.csv", id=["a", "a", "a", "b", "c"], label=["x", "x", "x", "y", "y"])
+    with pytest.raises(KitError, match=r"s.csv: 1 id\(s\) appear more than once, e.g. \['a'\]"):
+        grade(sub, solution)
+    twice = write(tmp_path / "t2.csv", id=["a", "a"], label=["x", "y"])
+    with pytest.raises(KitError, match=r"t2.csv: 1 id\(s\) appear more than once"):
+        grade(write(tmp_path / "s2.csv", id=["a"], label=["x"]), twice)
+
+
+def test_qwk_counts_grade_distances_by_value_even_when_a_grade_is_missing(tmp_path):
+    truth, pred = [0, 1, 3, 4, 4, 0], [1, 1, 4, 3, 0, 0]
+    solution = write(tmp_path / "t.csv", id=range(6), grade=truth)
+    sub = write(tmp_path / "s.csv", id=range(6), grade=[f"0{g}" for g in pred])  # spelled '03': the same grade
+    expected = cohen_kappa_score(truth, pred, weights="quadratic", labels=[0, 1, 2, 3, 4])
+    assert grade(sub, solution, "qwk")[1] == pytest.approx(expected)  # grade 2 held by no row still counts
+    assert expected != pytest.approx(cohen_kappa_score(
+        [{0: 0, 1: 1, 3: 2, 4: 3}[g] for g in truth], [{0: 0, 1: 1, 3: 2, 4: 3}[g] for g in pred], weights="quadratic"))
+
+
+def test_a_held_out_slice_with_two_classes_still_takes_labels_of_a_third(tmp_path, capsys):
+    solution = write(tmp_path / "t.csv", id=range(4), species=["oak", "elm", "oak", "elm"])
+    sub = write(tmp_path / "s.csv", id=range(4), species=["oak", "elm", "ash", "oak"])
+    assert grade(sub, solution, "accuracy")[1] == pytest.approx(0.5)
+    assert main(["score", str(sub), "--solution", str(solution), "--metric", "accuracy", "--task", "multiclass"]) == 0
+    assert capsys.readouterr().out.startswith("accuracy: 0.5000")

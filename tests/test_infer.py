@@ -500,3 +500,34 @@ def test_oof_and_test_predictions_use_the_folds_resize_mode(tiny_comp, project, 
     wrong = predict_images([(squashed, "none")], as_test.test["path"], torch.device("cpu"), 16)[0]
     assert not np.allclose(wrong, pd.read_csv(result.dir / oof_name("none"))[classes].to_numpy(), atol=1e-3)
     assert isinstance(model, FoldModel) and (model.resize, model.crop_pct) == ("letterbox", 0.75)
+
+
+def test_a_stacked_blend_is_saved_with_its_meta_model_and_applied_alone(tiny_comp, project):
+    two_experiments(tiny_comp, project)
+    probability_sample(tiny_comp)
+    fitted = blend_and_submit("demo", ["m", "n"], BlendConfig("stack", "log_loss"), name="st", device="cpu")
+    spec = read_json(project / "submissions" / "st.blend.json")
+    k = len(classes_of(tiny_comp))
+    assert np.asarray(spec["stack"]["coef"]).shape == (k, 2 * k) and spec["stack"]["n_classes"] == k
+    applied = blend_and_submit("demo", blend_json="submissions/st.blend.json", name="st-again", device="cpu")
+    assert (project / "submissions" / "st-again.csv").read_bytes() == fitted.path.read_bytes()
+    mean = blend_and_submit("demo", ["m", "n"], BlendConfig("mean", "log_loss"), name="mean", device="cpu")
+    assert not np.allclose(mean.submission.iloc[:, 1:].to_numpy(float), fitted.submission.iloc[:, 1:].to_numpy(float))
+    assert applied.report is None and np.isfinite(fitted.report.honest_score)
+
+
+def test_a_symlinked_competition_folder_keeps_its_runs_under_the_name_it_is_called_by(project, fit_tiny):
+    """data/digits -> store/digits-2024: training, the blend and blend.json all use runs/digits/."""
+    from kit.demo import build_demo
+    from kit.folds import make_folds, write_folds
+    from kit.competition import load_competition
+
+    build_demo("store", name="digits-2024", n=60, size=16)
+    (project / "data" / "digits").symlink_to(project / "store" / "digits-2024", target_is_directory=True)
+    comp = load_competition("digits")
+    assert comp.root == project / "data" / "digits"
+    write_folds(make_folds(comp, 2), folds_path(comp))
+    for k in (0, 1):
+        assert fit_tiny("m", k, comp="digits", tta="none").dir == project / "runs" / "digits" / "m" / f"fold{k}"
+    done = blend_and_submit("digits", ["m"], BlendConfig(), name="d", device="cpu")
+    assert done.blend["competition"] == "digits" and not (project / "runs" / "digits-2024").exists()

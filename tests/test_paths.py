@@ -55,3 +55,12 @@ def test_a_competition_name_cannot_climb_out_of_data_dir_but_a_path_still_works(
         find_root("../outside")
     assert find_root(str(tiny_comp.root)) == tiny_comp.root  # an absolute path is a path
     assert find_root("demo") == tiny_comp.root
+
+
+def test_a_blend_naming_a_competition_path_is_refused(project):
+    from kit.blendconfig import blend_runs
+
+    assert blend_runs({"competition": "flowers"}, "runs") == project / "runs" / "flowers"
+    for bad in ("../../x", "a/b", ""):
+        with pytest.raises(KitError, match="competition name .* is not a plain name|records no competition"):
+            blend_runs({"competition": bad}, "runs")

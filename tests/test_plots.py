@@ -62,7 +62,7 @@ def test_roc_draws_sklearns_curve_of_the_positive_class():
     assert line.get_label() == f"AUC {roc_auc_score(y, p1):.4f}"
 
 
-SPECIES = [f"Amanita species number {i} var. long name" for i in range(20)]
+SPECIES = [f"Amanita muscaria var. long epithet number {i:02d}" for i in range(20)]  # they differ at the end
 
 
 def test_twenty_long_class_names_lie_down_one_per_row_shortened_and_smaller():
@@ -70,6 +70,7 @@ def test_twenty_long_class_names_lie_down_one_per_row_shortened_and_smaller():
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert len(labels) == 20 and labels[0] == plots.short(SPECIES[0]) and len(labels[0]) == plots.LABEL_CHARS
+    assert len(set(labels)) == 20 and labels[7].endswith("number 07")  # shortened, still told apart
     assert [p.get_width() for p in ax.patches] == list(range(1, 21))  # horizontal bars, first on top
     assert ax.yaxis_inverted() and fig.get_size_inches()[1] >= 0.24 * 20
     few = plots.bars(["0", "1", "2"], [3, 4, 5], "images per label", "label").axes[0]

@@ -226,6 +226,21 @@ def test_threads_default_to_the_cores_shared_by_the_folds_at_once(monkeypatch):
     assert kit.runner.threads_per_job(0, 2, "ray")[0] == 0
 
 
+def test_one_fold_left_of_a_four_job_run_gets_every_core(tiny_comp, project, fit_tiny, monkeypatch):
+    """--jobs 4 with folds 0 and 1 done: the one fold that runs is alone, so it gets all the cores."""
+    said = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(kit.runner, "check_kernel", lambda: None)
+    fit_tiny("t", 0, tta="none")
+    fit_tiny("t", 1, tta="none")
+    monkeypatch.setattr(kit.runner, "run_local", lambda todo, *a, **k: {
+        j.fold: kit.runner.JobResult(j.name, "done", 0.0, j.output, str(j.params.get("threads"))) for j in todo})
+    summary = run_folds("t", [0, 1, 2], {**TINY, "tta": "none"}, NOTEBOOK, jobs=4, say=said.append)
+    assert summary["status"].tolist() == ["skipped", "skipped", "done"] and summary["error"][2] == "8"
+    assert said == ["1 fold(s) of demo/t to run, 4 at a time; 8 torch thread(s) per fold: 8 cores / 1 at once "
+                    "(--threads to change)"]
+
+
 PROBE = """# %% tags=["parameters"]
 comp = "probe"
 exp = "p"

@@ -445,6 +445,10 @@ def test_keep_last_false_drops_last_pt_of_a_finished_fold_and_an_unfinished_one_
     done = fit_fold(cfg)  # resumes at epoch 3, finishes, then drops last.pt
     assert done.history["epoch"].tolist() == [1, 2, 3]
     assert is_complete(folder) and not (folder / "last.pt").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != ".lock"}
+    with pytest.raises(KitError, match=r"is a finished fold without last.pt .* resume=False .*nothing was removed"):
+        fit_fold(cfg)  # rerun as is: nothing to resume, and its outputs are not removed for a fresh start
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != ".lock"} == before
     kept = fit_fold(TrainConfig(exp="kept", model="test_resnet", img_size=16, epochs=1, batch_size=32))
     assert (kept.dir / "last.pt").is_file()  # the default keeps it
     straight = fit_fold(TrainConfig(exp="straight", keep_last=False, model="test_resnet", img_size=16, epochs=3,
