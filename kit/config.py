@@ -142,6 +142,17 @@ class TrainConfig:
     mixup: float = param(0.0, "timm's Mixup alpha (soft-target loss), 0: off", ge=0)
     cutmix: float = param(0.0, "timm's CutMix alpha (soft-target loss), 0: off", ge=0)
     mixup_off_epochs: int = param(0, "plain targets for the last N epochs", ge=0)
+    distill: str = param("", "knowledge distillation: a blend.json of kit blend whose OOF probabilities (the "
+                         "<name>.oof.csv beside it) are mixed into the training rows' targets; single-label tasks, "
+                         "no mixup")
+    distill_weight: float = param(0.5, "the teacher's share of a training row's target with distill", ge=0, le=1)
+    pseudo: str = param("", "pseudo-labels: a blend.json of kit blend whose confident test predictions (the "
+                        "<name>.test.csv beside it) join every fold's training side, never its validation; "
+                        "single-label tasks, no mixup")
+    pseudo_threshold: float = param(0.9, "a test image is pseudo-labelled when the blend's top probability is at "
+                                    "least this", gt=0, le=1)
+    pseudo_soft: bool = param(False, "train on the blend's probabilities of a pseudo-labelled image, not its top "
+                              "class")
     sam: str = param("off", "sharpness-aware minimization (asam: adaptive)", choices=("off", "sam", "asam"))
     sam_rho: float = param(0.05, "ASAM usually wants about 10x the SAM rho", ge=0)
     sam_every: int = param(1, "the two-pass SAM update every N optimizer steps, plain steps between", ge=1)

@@ -198,9 +198,12 @@ class ImageDataset(Dataset):
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int] | np.ndarray | None, transform: A.Compose,
                  size: int = 0, cache_dir: str | Path | None = None):
-        """targets: class indices, or an (N, K) 0/1 matrix (multi-label): a sample's target is then its row."""
+        """targets: class indices, an (N, K) 0/1 matrix (multi-label), or (N, K) probabilities (soft targets: a
+        teacher's, kit.teacher): a sample's target is then its row."""
         self.paths = list(paths)
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        t = None if targets is None else np.asarray(targets)
+        # class indices or 0/1 rows stay integers; (N, K) probabilities (distillation, pseudo-labels) stay floats
+        self.targets = None if t is None else t.astype(np.float32) if t.dtype.kind == "f" else t.astype(np.int64)
         self.transform = transform
         self.min_side = DECODE_MARGIN * size
         self.cache_dir = cache_dir

@@ -19,7 +19,7 @@ from .device import inference_dtype, pick_device
 from .ensemble import (HONEST_LEAK, Blender, check_compatible, fit_blender, honest_blend_score, load_tta_candidates,
                        pick_tta, tta_scores)
 from .folds import folds_path, read_folds
-from .io import read_json, write_json
+from .io import read_json, write_csv, write_json
 from .metrics import metric_value
 from .models import create_model, fold_geometry, fold_head
 from .paths import check_name, comp_name, comp_runs, exp_dir, resolve
@@ -148,6 +148,7 @@ class BlendReport:
     config: BlendConfig = BlendConfig()
     fit_metric: str = "log_loss"  # what the weights were fitted on, config.objective (metric: what they are reported in)
     honest_leak: str = HONEST_LEAK  # what the honest score still does not hold out
+    oof_rows: pd.DataFrame | None = None  # id and fold of each row of oof_probs (and y)
 
 
 def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | str, runs_dir: str | Path = "runs",
@@ -194,7 +195,8 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     return BlendReport(scores, tta_table, pd.Series(w, index=exps, name="weight"), spec["oof_score"], honest,
                        spread, y, oof_probs, test_probs,
                        make_submission(comp, decided(test_probs, spec), config.submission_kind),
-                       loaded[0].classes, spec, config, fit_metric=config.objective)
+                       loaded[0].classes, spec, config, fit_metric=config.objective,
+                       oof_rows=loaded[0].oof[["id", "fold"]].reset_index(drop=True))
 
 
 def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
@@ -331,7 +333,21 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
         spec, sub = report.blend, report.submission
     path = write_submission(sub, c, resolve(out_dir) / f"{name}.csv")
     blend_path = write_json(spec, path.with_suffix(".blend.json"))
+    if report is not None:  # what distillation (OOF) and pseudo-labels (test) train on: kit.teacher
+        write_blend_probs(report, c, blend_path)
     return Submitted(c, sub, path, blend_path, spec, report)
+
+
+def write_blend_probs(report: BlendReport, comp: Competition, blend_path: Path) -> None:
+    """<name>.oof.csv (id, fold, the blended OOF probability per class, folds_hash) and <name>.test.csv (id, the
+    blended test probability per class) beside <name>.blend.json."""
+    from .teacher import oof_probs_path, blend_test_path
+
+    oof = pd.concat([report.oof_rows, pd.DataFrame(report.oof_probs, columns=report.classes)], axis=1)
+    write_csv(oof.assign(folds_hash=report.blend["folds_hash"]), oof_probs_path(blend_path))
+    test = pd.DataFrame(report.test_probs, columns=report.classes)
+    test.insert(0, "id", comp.test["id"].to_numpy())
+    write_csv(test, blend_test_path(blend_path))
 
 
 def exp_names(exps: list[str] | str) -> list[str]:

@@ -25,9 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # widget bars in Jupyter, text bars in a terminal
 
-from . import KitError, __version__, rundir, tracking
+from . import KitError, __version__, rundir, teacher, tracking
 from .augment import eval_transform, normalization, train_transform
-from .competition import load_competition
+from .competition import ORDINAL_TASKS, load_competition
 from .config import TrainConfig, resolved
 from .data import DECODE_MARGIN, ImageDataset, SharedDecodeDataset, loader_workers, make_loader, readable_images
 from .device import amp_dtype, dtype_name, headless, inference_dtype, pick_device, seed_everything, set_threads
@@ -64,6 +64,7 @@ class Fold:
     dtype: torch.dtype | None  # training's autocast
     eval_dtype: torch.dtype | None  # validation's and OOF's autocast: the rule test predictions follow too
     meta: dict
+    test: pd.DataFrame = field(default_factory=pd.DataFrame)  # the test images (id, path): pseudo-labels' source
 
 
 @dataclass
@@ -241,7 +242,7 @@ def load_fold(cfg: TrainConfig) -> Fold:
                 device_resolved=str(device), amp_resolved=dtype_name(dtype), kit_version=__version__,
                 task_resolved=comp.task)
     return Fold(table, comp.targets, (table["fold"] == cfg.fold).to_numpy(), classes, comp.task, size, device, dtype,
-                inference_dtype(meta["amp_resolved"], device), meta)
+                inference_dtype(meta["amp_resolved"], device), meta, comp.test)
 
 
 def make_loaders(cfg: TrainConfig, fold: Fold, mean, std) -> Loaders:
@@ -252,7 +253,8 @@ def make_loaders(cfg: TrainConfig, fold: Fold, mean, std) -> Loaders:
     is_train, is_val = ~fold.is_val & readable, fold.is_val & readable
     resize, crop_pct = fold.meta["resize_resolved"], fold.meta["crop_pct_resolved"]
     evaluation = partial(eval_transform, fold.size, mean, std, crop_pct=crop_pct)  # of a resize mode
-    train_ds = ImageDataset(paths[is_train], fold.y[is_train],
+    train_paths, train_targets = training_rows(cfg, fold, is_train)
+    train_ds = ImageDataset(train_paths, train_targets,
                             train_transform(cfg.augment, fold.size, mean, std, cfg.seed, resize, crop_pct),
                             fold.size, cache)
     val_ds = ImageDataset(paths[is_val], fold.y[is_val], evaluation(resize=resize), fold.size, cache)
@@ -262,6 +264,31 @@ def make_loaders(cfg: TrainConfig, fold: Fold, mean, std) -> Loaders:
     return Loaders(make_loader(train_ds, cfg.batch_size, True, workers, cfg.seed),
                    make_loader(val_ds, cfg.batch_size * 2, False, workers), fold.y[is_val], readable[fold.is_val],
                    paths[~readable].tolist(), lambda mode: evaluation(resize=mode))
+
+
+def training_rows(cfg: TrainConfig, fold: Fold, is_train: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The training side's image paths and targets: its rows with their labels; with distill, soft targets mixing
+    each row's (smoothed) label with the teacher blend's OOF probability of it; with pseudo, the teacher's
+    confident test images added (their top class, or its probabilities). kit.teacher reads and checks both."""
+    paths, y = fold.table["path"][is_train].tolist(), fold.y[is_train]
+    if not (cfg.distill or cfg.pseudo):
+        return paths, y
+    if fold.task == "multilabel" or fold.task in ORDINAL_TASKS and cfg.ordinal_head == "cumulative":
+        raise KitError("distill and pseudo train on soft class targets: single-label tasks (a softmax head) only")
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        raise KitError("distill and pseudo give soft targets, which timm's Mixup does not mix: set mixup=0 and "
+                       "cutmix=0, or leave distill and pseudo empty")
+    k = len(fold.classes)
+    targets = teacher.smoothed(y, k, cfg.label_smoothing)
+    if cfg.distill:
+        rows = fold.table[is_train]
+        probs = teacher.teacher_probs(cfg.distill, rows["id"], rows["fold"], fold.classes, fold.meta["folds_hash"])
+        targets = (1 - cfg.distill_weight) * targets + cfg.distill_weight * probs
+    if cfg.pseudo:
+        extra, soft = teacher.pseudo_labels(cfg.pseudo, fold.test, fold.classes, cfg.pseudo_threshold,
+                                            cfg.pseudo_soft, cfg.label_smoothing)
+        paths, targets = paths + extra, np.concatenate([targets, soft])
+    return paths, targets.astype(np.float32)
 
 
 def run_epoch(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> tuple[dict, bool]:
