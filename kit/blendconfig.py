@@ -14,6 +14,7 @@ from .submission import SUBMISSION_KINDS
 
 METHODS = ("caruana", "slsqp", "mean", "stack")
 SPACES = ("prob", "logit", "power", "rank")
+MODELS = ("folds", "full", "both")
 
 
 def check_space(space: str, metric: str) -> None:
@@ -50,6 +51,7 @@ class BlendConfig:
     rounds: int = 50  # caruana's selection rounds
     fit_metric: str = "auto"  # what the weights are fitted on; auto: log loss (in rank space: metric)
     submission_kind: str = "auto"  # auto, label, probability: see submission.make_submission
+    models: str = "folds"  # what predicts the test set: the fold models, the full-data models (kit fit-full), both
 
     def __post_init__(self):
         """Refused at construction, naming the setting, its value and the choices: a bad value never reaches
@@ -57,6 +59,7 @@ class BlendConfig:
         choose("method", self.method, METHODS)
         choose("space", self.space, SPACES)
         choose("submission_kind", self.submission_kind, SUBMISSION_KINDS)
+        choose("models", self.models, MODELS)
         try:
             lookup(self.metric)
         except KitError as e:

@@ -201,6 +201,14 @@ def cmd_lr_find(a):
           f"{curve.steepest:.2e}; pass it as --lr")
 
 
+def cmd_fit_full(a):
+    from .full import fit_full
+
+    r = fit_full(a.comp, a.exp, a.runs_dir, a.data_dir, a.epochs, resume=not a.force,
+                 **{k: v for k, v in (("device", a.device), ("threads", a.threads)) if v is not None})
+    print(f"full-data model of {a.exp}: {len(r.history)} epoch(s) on every training row; {r.dir}")
+
+
 def cmd_run_folds(a):
     from .notebook import load_notebook, notebook_parameters
     from .runner import run_folds
@@ -285,7 +293,7 @@ def cmd_blend(a):
     from .scorecard import decision_summary
 
     metric = blend_metric(a.metric, a.comp, a.exps, a.runs_dir)  # what the experiments were trained on, unless --metric
-    config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric)
+    config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric, models=a.models)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
                             a.device, a.submission_kind, a.batch_size, a.num_workers)
     if done.report:
@@ -452,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, required=True, help="the fold of folds.csv to train")
     add_config_flags(s)
 
+    s = command(sub, "fit-full", cmd_fit_full, "train an experiment once more on every row, for the epochs its folds "
+                "chose (runs/<comp>/<exp>/full/)", where("comp", "data_dir", "runs_dir"))
+    s.add_argument("--exp", required=True, help="the experiment whose folds are trained")
+    s.add_argument("--epochs", type=int, default=0, help="0: the median of the folds' best epochs")
+    s.add_argument("--force", action="store_true", help="start afresh instead of resuming an interrupted fit")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:<n> or mps")
+    s.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
     s = command(sub, "lr-find", cmd_lr_find, "LR range test: the loss against an exponentially rising LR on a fold")
     s.add_argument("--exp", default="lr-find", help="experiment name (nothing is written under runs/)")
     s.add_argument("--fold", type=int, default=0, help="the fold whose training rows it trains on")
@@ -503,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the weights are fitted on (auto: log loss; in rank space the metric); --metric is "
                         "what they are reported in")
     s.add_argument("--rounds", type=int, default=b.rounds, help="caruana's selection rounds")
+    from .blendconfig import MODELS
+
+    s.add_argument("--models", default=b.models, choices=MODELS,
+                   help="what predicts the test set: each experiment's fold models, its full-data model (kit "
+                        "fit-full), or both (half each); TTA and weights are fitted on the folds' OOF either way")
     s.add_argument("--submission-kind", default="", choices=["", "auto", "label", "probability"],
                    help="a one-column target as labels or probabilities (default: auto, or the saved blend's)")
     s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed; "

@@ -167,6 +167,9 @@ class TrainConfig:
                             "deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes")
     metric: str = param("accuracy", "validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another "
                         "kit.metrics name, or a scikit-learn scorer name", check=check_metric)
+    full: bool = param(False, "the experiment's full-data model: every row of folds.csv trained on (no validation, "
+                       "no OOF) for epochs epochs into runs/<comp>/<exp>/full/; kit fit-full sets epochs from the "
+                       "folds' best epochs")
     # inference
     tta: str = param("auto", "auto: OOF for every preset and resize mode, the infer step picks the best per "
                      "experiment; or a preset (none, hflip, flips, multiscale, d4), optionally @squash, @crop or "

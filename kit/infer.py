@@ -23,8 +23,8 @@ from .io import read_json, write_csv, write_json
 from .metrics import metric_value
 from .models import create_model, fold_geometry, fold_head
 from .paths import check_name, comp_name, comp_runs, exp_dir, resolve
-from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, load_best, oof_targets, read_config, read_test_cache,
-                     write_test_cache)
+from .rundir import (CHECKPOINT, CONFIG, fold_checkpoint, full_dir, load_best, oof_targets, read_config,
+                     read_test_cache, write_test_cache)
 from .submission import make_submission, write_submission
 from .thresholds import apply_decision, decision_kind, fit_decision
 from .tta import Job, predict_models, split
@@ -184,7 +184,8 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
                            f"oof_{metric}_no_tta": [v.iloc[0] if len(v) else np.nan for v in no_tta],
                            f"oof_{metric}": [metric_value(metric, y, p) for p in preds], "weight": w})
     spec = {"experiments": [{"name": e.name, "tta": e.tta, "weight": float(wi), "n_folds": n_folds,
-                             "checkpoints": list(e.checkpoints)} for e, wi in zip(loaded, w)],
+                             "checkpoints": list(e.checkpoints), **full_model(runs, e.name, config)}
+                            for e, wi in zip(loaded, w)],
             "config": config.to_dict(), "fit_objective": config.objective, "task": comp.task,
             "competition": comp_name(comp), **({"stack": blender.stack} if blender.stack else {}),
             "classes": classes, "folds_hash": loaded[0].folds_hash,
@@ -197,6 +198,17 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
                        make_submission(comp, decided(test_probs, spec), config.submission_kind),
                        loaded[0].classes, spec, config, fit_metric=config.objective,
                        oof_rows=loaded[0].oof[["id", "fold"]].reset_index(drop=True))
+
+
+def full_model(runs: Path, exp: str, config: BlendConfig) -> dict:
+    """{'full_checkpoint': hash of the experiment's full-data best.pt} when the blend uses full-data models."""
+    if config.models == "folds":
+        return {}
+    folder = full_dir(exp_dir(runs, exp))
+    if not (folder / CHECKPOINT).is_file():
+        raise KitError(f"models={config.models!r} needs {exp!r}'s full-data model, {folder / CHECKPOINT} does not "
+                       f"exist: train it with kit fit-full --exp {exp}")
+    return {"full_checkpoint": fold_checkpoint(folder)}
 
 
 def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
@@ -215,10 +227,24 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
                            "written by an older kit): fit the blend again (kit blend --exps ...)")
     used = [e for e in spec["experiments"] if e["weight"] > 0]  # a zero weight costs no inference
     runs = blend_runs(spec, runs_dir)
-    folds = [(exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k])
-             for e in used for k in range(e["n_folds"])]
-    per_fold = iter(predict_folds(comp, folds, device, batch_size, num_workers))
-    per_exp = [np.mean([next(per_fold) for _ in range(e["n_folds"])], axis=0) for e in used]
+    models = config.models  # folds, full (the full-data model), or both (half each)
+    jobs = []  # (experiment, 'fold'|'full', (folder, tta, checkpoint))
+    for e in used:
+        if models != "full":
+            jobs += [(e["name"], "fold", (exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k]))
+                     for k in range(e["n_folds"])]
+        if models != "folds":
+            if not e.get("full_checkpoint"):
+                raise KitError(f"the blend uses full-data models (models={models!r}) but records none for "
+                               f"{e['name']!r}: train it (kit fit-full --exp {e['name']}) and fit the blend again")
+            jobs.append((e["name"], "full", (full_dir(exp_dir(runs, e["name"])), e["tta"], e["full_checkpoint"])))
+    probs = predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers)
+    per_exp = []
+    for e in used:
+        mine = [(kind, p) for (name, kind, _), p in zip(jobs, probs) if name == e["name"]]
+        parts = [np.mean([p for kind, p in mine if kind == want], axis=0) for want in ("fold", "full")
+                 if any(kind == want for kind, _ in mine)]
+        per_exp.append(np.mean(parts, axis=0))  # both: the folds' mean and the full model, half each
     weights = np.array([e["weight"] for e in used])
     return Blender(weights, spec.get("stack"))(per_exp, config, blend_task(spec) == "multilabel")
 
@@ -274,7 +300,8 @@ def fitted_decision(kind: str, y: np.ndarray, oof_probs: np.ndarray, metric: str
     if not kind:
         return {}
     values = fit_decision(kind, y, oof_probs, metric, classes)
-    return {kind: values, f"{kind}_oof_score": metric_value(metric, y, apply_decision(kind, oof_probs, values, classes))}
+    decided_oof = apply_decision(kind, oof_probs, values, classes)
+    return {kind: values, f"{kind}_oof_score": metric_value(metric, y, decided_oof)}
 
 
 def blend_task(spec: dict) -> str:

@@ -21,9 +21,9 @@ from .blendconfig import BlendConfig, blend_runs
 from .deps import KAGGLE_MAY_LACK
 from .io import read_json, write_json
 from .notebook import parameters_cell
-from .paths import fold_dir, resolve
+from .paths import exp_dir, fold_dir, resolve
 from .publish import DATASET_META, KERNEL_META, NOTEBOOK, check_comp, write_metadata
-from .rundir import CHECKPOINT, CONFIG
+from .rundir import CHECKPOINT, CONFIG, FULL, full_dir
 
 SOURCE = Path(__file__).resolve().parents[1]  # the kit checkout: pyproject.toml and notebooks/
 
@@ -80,16 +80,18 @@ def bundle_inputs(blend_json: str | Path, runs_dir: str | Path) -> tuple[dict, d
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise KitError(f"{path} is not a blend made by `kit blend` or the infer notebook ({type(e).__name__}: "
                        f"{e}); pass --blend-json submissions/<name>.blend.json") from None
-    BlendConfig.from_blend(spec, str(path))  # the notebook applies it with its config: a bad one is refused here
+    config = BlendConfig.from_blend(spec, str(path))  # the notebook applies it with its config: a bad one is refused
     runs = blend_runs(spec, runs_dir)  # runs/<comp>/ of the competition it was fitted on
     files = {}
-    for exp, k in parts:
-        src = fold_dir(runs, exp, k)  # the name is checked there: a '../' name would copy from outside runs
+    wanted = ([(exp, k) for exp, k in parts] if config.models != "full" else []) + \
+        ([(e["name"], FULL) for e in used] if config.models != "folds" else [])
+    for exp, k in wanted:
+        src = full_dir(exp_dir(runs, exp)) if k == FULL else fold_dir(runs, exp, k)  # names checked there
         for f in (CHECKPOINT, CONFIG):
             if not (src / f).is_file():
                 raise KitError(f"{src / f} is missing: the blend needs every fold of {exp!r}; train it with "
                                f"`kit run-folds --exp {exp}` or blend without it")
-            files[f"runs/{runs.name}/{exp}/fold{k}/{f}"] = src / f
+            files[f"runs/{runs.name}/{exp}/{src.name}/{f}"] = src / f
     return spec, files
 
 

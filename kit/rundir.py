@@ -31,6 +31,7 @@ from .folds import folds_hash, folds_path, read_folds
 from .io import load_torch, read_json, save_torch, write_csv, write_json
 from .tta import NAMES as TTA_NAMES
 
+FULL = "full"  # runs/<comp>/<exp>/full/: the experiment's full-data model (no fold, no OOF)
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
 HISTORY = "history.csv"
@@ -63,7 +64,9 @@ def top_name(epoch: int) -> str:
 
 
 def retrain_command(folder: Path) -> str:
-    """The command that trains this fold folder (runs/<comp>/<exp>/fold<k>) afresh."""
+    """The command that trains this fold folder (runs/<comp>/<exp>/fold<k>, or full/) afresh."""
+    if folder.name == FULL:
+        return f"kit fit-full --comp {folder.parent.parent.name} --exp {folder.parent.name} --force"
     return (f"kit run-folds --comp {folder.parent.parent.name} --exp {folder.parent.name} --folds "
             f"{fold_number(folder)} --force")
 
@@ -73,6 +76,18 @@ def fold_number(folder: Path) -> str:
 
 
 # ---- complete, stale, a fresh start
+
+def full_dir(exp_path: Path) -> Path:
+    return exp_path / FULL
+
+
+def full_complete(folder: Path, epochs: int) -> bool:
+    """A full-data run is done when its history reaches `epochs` and its best.pt (the last epoch's) exists."""
+    try:
+        return (folder / CHECKPOINT).is_file() and int(pd.read_csv(folder / HISTORY)["epoch"].max()) >= epochs
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        return False
+
 
 def is_complete(folder: Path) -> bool:
     """A fold is done when its OOF file exists: it is written last."""
@@ -96,7 +111,8 @@ def check_competition(folder: Path, competition: str, fhash: str) -> None:
     one recorded at another root folder and made on other folds (`fhash`, which hashes ids and labels). Two
     competitions with one folder name (data/flowers and /kaggle/input/flowers) share runs/<name>/, and a fresh
     start would remove the other's files; the same competition moved (same folds) is no clash."""
-    configs = [folder / CONFIG] if folder.name.startswith("fold") else sorted(folder.glob(f"fold*/{CONFIG}"))
+    configs = [folder / CONFIG] if folder.name.startswith("fold") or folder.name == FULL else \
+        sorted(folder.glob(f"fold*/{CONFIG}"))
     for path in configs:
         if not path.is_file():
             continue

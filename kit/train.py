@@ -35,7 +35,7 @@ from .folds import attach_folds, folds_hash, folds_path, read_folds
 from .lock import fold_lock
 from .metrics import check_targets, lookup, metric_value, score
 from .models import create_model, cumulative_targets, eval_geometry, head_of, resolve_model
-from .paths import comp_runs, fold_dir, resolve
+from .paths import comp_runs, exp_dir, fold_dir, resolve
 from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
 from .sam import SAM, sam_update
 from .tta import Job, auto_candidates, predict, predict_many, predict_models, split
@@ -168,7 +168,10 @@ class TrainState:
 
 def fit_fold(cfg: TrainConfig) -> FoldResult:
     """The day of one fold: set up, resume (or start afresh), train epoch by epoch, predict its OOF."""
-    out = fold_dir(comp_runs(cfg.runs_dir, cfg.comp), cfg.exp, cfg.fold)
+    runs = comp_runs(cfg.runs_dir, cfg.comp)
+    out = rundir.full_dir(exp_dir(runs, cfg.exp)) if cfg.full else fold_dir(runs, cfg.exp, cfg.fold)
+    if cfg.full and (cfg.patience or cfg.average_top > 1):
+        raise KitError("full=True trains without validation: patience and average_top need one (set them to 0)")
     fold = load_fold(cfg)  # reads only: before the lock, so that a refusal below writes nothing at all
     # never write over another competition's run (one of the same folder name)
     rundir.check_competition(out, fold.meta["competition"], fold.meta["folds_hash"])
@@ -180,7 +183,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         # before anything is written: a resume must continue the same training, a fresh start leaves nothing
         # of an older run behind (its checkpoints, OOF and cached test predictions would pass for this run's)
         last = rundir.read_last(out, cfg.to_dict(), fold.meta) if cfg.resume else None
-        if last is None and cfg.resume and rundir.is_complete(out):  # finished, its last.pt dropped (keep_last)
+        done = rundir.full_complete(out, cfg.epochs) if cfg.full else rundir.is_complete(out)
+        if last is None and cfg.resume and done:  # finished, its last.pt dropped (keep_last)
             raise KitError(f"{out} is a finished fold without last.pt (keep_last=False drops it): nothing to resume. "
                            f"Use its outputs as they are, or train it afresh with resume=False "
                            f"({rundir.retrain_command(out)}); nothing was removed")
@@ -198,7 +202,8 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
 
         metric = f"val_{cfg.metric}"
         with tracking.tracked(cfg, out, last is not None, trackers) as tracker:  # nothing with track='off'
-            bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} fold {cfg.fold}",
+            where = "full" if cfg.full else f"fold {cfg.fold}"
+            bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} {where}",
                        initial=state.epoch, total=cfg.epochs, mininterval=2, disable=headless())
             for epoch in bar:  # numbered from 1
                 row, improved = run_epoch(state, loaders, fold, out)
@@ -211,6 +216,11 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
                     print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
                     break
             bar.close()
+            if cfg.full:  # no validation rows, no OOF: its best.pt is the last epoch's
+                tracker.log_artifacts(out / rundir.HISTORY, out / rundir.CONFIG)
+                if not cfg.keep_last:
+                    (out / rundir.LAST).unlink(missing_ok=True)
+                return FoldResult(out, float("nan"), state.epoch, pd.DataFrame(state.rows), pd.DataFrame())
             if cfg.average_top > 1:
                 average_checkpoints(state, loaders, fold, out)
             result = predict_oof(state, loaders, fold, out)
@@ -226,7 +236,7 @@ def load_fold(cfg: TrainConfig) -> Fold:
     folds = read_folds(folds_path(comp, cfg.runs_dir))
     table = attach_folds(comp, folds)
     n_folds = int(table["fold"].max()) + 1
-    if not 0 <= cfg.fold < n_folds:
+    if not cfg.full and not 0 <= cfg.fold < n_folds:
         raise KitError(f"fold={cfg.fold} but folds.csv has folds 0..{n_folds - 1}")
     for c in comp.classes:
         if str(c) in RESERVED:
@@ -241,7 +251,8 @@ def load_fold(cfg: TrainConfig) -> Fold:
                 img_size_resolved=size, resize_resolved=resize, crop_pct_resolved=crop_pct, competition=str(comp.root),
                 device_resolved=str(device), amp_resolved=dtype_name(dtype), kit_version=__version__,
                 task_resolved=comp.task)
-    return Fold(table, comp.targets, (table["fold"] == cfg.fold).to_numpy(), classes, comp.task, size, device, dtype,
+    is_val = np.zeros(len(table), bool) if cfg.full else (table["fold"] == cfg.fold).to_numpy()  # full: all train
+    return Fold(table, comp.targets, is_val, classes, comp.task, size, device, dtype,
                 inference_dtype(meta["amp_resolved"], device), meta, comp.test)
 
 
@@ -300,6 +311,8 @@ def run_epoch(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> tup
     loaders.reseed(cfg.seed * 1000 + epoch)
     with oom_hint(cfg):
         train_loss = train_one_epoch(state, loaders.train)
+    if cfg.full:  # nothing to validate on: each epoch's weights are the newest, best.pt the last epoch's
+        return full_epoch(state, fold, out, epoch, train_loss, time.time() - t0), True
     probs = predict(state.eval_model, loaders.val, "none", device=fold.device, desc="validate", dtype=fold.eval_dtype,
                     activation=state.activation)
     metric = f"val_{cfg.metric}"
@@ -316,6 +329,21 @@ def run_epoch(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> tup
     rundir.write_history(out, state.rows)
     rundir.save_last(out, state.state_dict(), fold.meta, cfg.to_dict())
     return row, improved
+
+
+def full_epoch(state: TrainState, fold: Fold, out: Path, epoch: int, train_loss: float, seconds: float) -> dict:
+    """A full-data epoch's bookkeeping: its history row (no validation columns to fill: NaN), best.pt replaced by
+    this epoch's weights (EMA when on), the state saved for a resume."""
+    cfg = state.cfg
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": float("nan"), f"val_{cfg.metric}": float("nan"),
+           "lr": state.opt.param_groups[-1]["lr"], "seconds": seconds}
+    state.rows.append(row)
+    state.top = rundir.keep_top(out, state.top, float(epoch), epoch, 1,
+                                lambda: rundir.checkpoint(state.eval_model, fold.meta, epoch, float("nan")))
+    state.epoch = epoch
+    rundir.write_history(out, state.rows)
+    rundir.save_last(out, state.state_dict(), fold.meta, cfg.to_dict())
+    return row
 
 
 def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> FoldResult:

@@ -52,6 +52,7 @@ save_top = 1  # keep the best N checkpoints (best.pt the best, then top-<epoch>.
 average_top = 0  # after training, average the weights of the best N checkpoints (save_top must keep at least N) into best.pt, BatchNorm statistics recomputed on the training images; 0 or 1: off; at least 0
 keep_last = True  # keep last.pt (the training state for a resume) once the fold is finished; False deletes it then (a resnet18's is 134 MB): an unfinished fold keeps it and resumes
 metric = 'accuracy'  # validation metric: accuracy, log_loss, macro_f1, balanced_accuracy, another kit.metrics name, or a scikit-learn scorer name
+full = False  # the experiment's full-data model: every row of folds.csv trained on (no validation, no OOF) for epochs epochs into runs/<comp>/<exp>/full/; kit fit-full sets epochs from the folds' best epochs
 tta = 'auto'  # auto: OOF for every preset and resize mode, the infer step picks the best per experiment; or a preset (none, hflip, flips, multiscale, d4), optionally @squash, @crop or @letterbox for another resize than the fold's
 seed = 42  # seeds the weights' init, and each epoch's batches, augmentations and mixes
 device = 'auto'  # auto, cpu, cuda, cuda:<n> (e.g. cuda:1) or mps
