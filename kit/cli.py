@@ -161,7 +161,7 @@ def check_n_folds(n: int) -> int:
 def cmd_demo_data(a):
     from .demo import build_demo
 
-    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n, task=a.task)}")
+    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n, task=a.task, renders=a.renders)}")
 
 
 def cmd_folds(a):
@@ -447,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="binary: digit >= 5 scored by AUC; ordinal: the digit scored by QWK; multilabel: which "
                         "digits appear on two side by side, mean F1")
     s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
+    s.add_argument("--renders", type=int, default=0,
+                   help="the hard demo: each digit rendered this many times, small, shifted, recoloured, on clutter, "
+                        "partly occluded and noisy, grouped so that renderings of one digit share a side of every "
+                        "split (0: the plain digits)")
 
     s = command(sub, "folds", cmd_folds, "write folds.csv once for a competition",
                 where("comp", "data_dir", "runs_dir"))

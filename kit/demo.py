@@ -30,12 +30,15 @@ TASKS = {"multiclass": ("accuracy", "0"), "binary": ("roc_auc", "0.5"), "ordinal
 
 
 def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32, test_frac: float = 0.2,
-               n: int = 0, seed: int = 0, task: str = "multiclass") -> Path:
+               n: int = 0, seed: int = 0, task: str = "multiclass", renders: int = 0) -> Path:
     """Write data/<name>/ (train.csv, train/, test/, sample_submission.csv) and the hidden solution, for one
     of TASKS: multiclass (the digit), binary (digit >= 5, a probability scored by AUC), ordinal (the digit's
     value, scored by QWK) or multilabel (which digits appear, on two digits side by side, mean F1).
 
     Deterministic for the same arguments. n > 0 keeps a stratified subset of n images (tiny test runs).
+    renders > 0: the hard demo, each digit rendered that many times (hard_render: smaller, shifted, recoloured,
+    on clutter of faint other digits, partly occluded, noisy), with a `group` column naming the digit, so that
+    all renderings of one digit stay on one side of the train/test split and of every fold (group folds).
     """
     if task not in TASKS:
         raise KitError(f"demo task={task!r}; use one of {list(TASKS)}")
@@ -54,11 +57,29 @@ def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32
     # shuffled, meaningless ids: neither order nor name leaks the label
     ids = [f"{i:05x}" for i in rng.choice(16**5, size=len(idx), replace=False)]
     id_of = dict(zip(idx.tolist(), ids))
-    for sub, part in (("train", tr), ("test", te)):
-        for i in part:
-            to_png(images[i], size).save(root / sub / f"{id_of[i]}.png")
-    write_csv(pd.DataFrame({"image_id": [id_of[i] for i in tr], "label": labels[tr]}), root / "train.csv")
-    test = pd.DataFrame({"image_id": [id_of[i] for i in te], "label": labels[te]}).sort_values("image_id")
+    if renders:  # every rendering its own meaningless id; the digit's group id is as meaningless
+        if task == "multilabel":
+            raise KitError("the hard demo (renders > 0) renders single digits: use it with multiclass, binary or "
+                           "ordinal")
+        draw = np.random.default_rng(seed + 2)
+        ids = [f"{i:06x}" for i in rng.choice(16**6, size=len(idx) * renders, replace=False)]
+        rows = {"train": [], "test": []}
+        for sub, part in (("train", tr), ("test", te)):
+            for i in part:
+                for r in range(renders):
+                    image_id = ids[np.flatnonzero(idx == i)[0] * renders + r]
+                    hard_render(images[i], size, draw, digits.images).save(root / sub / f"{image_id}.png")
+                    rows[sub].append((image_id, labels[i], id_of[i]))
+        train = pd.DataFrame(rows["train"], columns=["image_id", "label", "group"])
+        write_csv(train.sample(frac=1, random_state=seed), root / "train.csv")  # renderings not side by side
+        test = pd.DataFrame(rows["test"], columns=["image_id", "label", "group"])[["image_id", "label"]]
+        test = test.sort_values("image_id")
+    else:
+        for sub, part in (("train", tr), ("test", te)):
+            for i in part:
+                to_png(images[i], size).save(root / sub / f"{id_of[i]}.png")
+        write_csv(pd.DataFrame({"image_id": [id_of[i] for i in tr], "label": labels[tr]}), root / "train.csv")
+        test = pd.DataFrame({"image_id": [id_of[i] for i in te], "label": labels[te]}).sort_values("image_id")
     metric, blank = TASKS[task]
     write_csv(test.assign(label=blank), root / "sample_submission.csv")
     write_csv(test, resolve(data_dir) / SOLUTION_DIR / f"{name}.csv")
@@ -78,6 +99,33 @@ def demo_images(images: np.ndarray, digits: np.ndarray, task: str, seed: int) ->
     pairs[:, 4:12, :8], pairs[:, 4:12, 8:] = images, images[partner]
     labels = [" ".join(map(str, sorted({int(a), int(b)}))) for a, b in zip(digits, digits[partner])]
     return pairs, np.array(labels, dtype=object)
+
+
+def hard_render(image8: np.ndarray, size: int, rng: np.random.Generator, pool: np.ndarray) -> Image.Image:
+    """An 8x8 digit (values 0..16) drawn hard to read on a size x size RGB canvas: a tinted, textured background
+    with two faint other digits of `pool` as clutter; the digit at 45-70% of the side, anywhere, light or dark,
+    in a random colour; a random patch over part of the canvas a third of the time; pixel noise."""
+    canvas = rng.uniform(0.2, 0.6, 3) * np.ones((size, size, 3)) + rng.normal(0, 0.08, (size, size, 3))
+    for _ in range(2):  # clutter: other digits, smaller and fainter
+        side = int(rng.integers(size // 3, size // 2))
+        y, x = rng.integers(0, size - side, 2)
+        canvas[y:y + side, x:x + side] += scaled(pool[rng.integers(len(pool))], side)[..., None] * \
+            rng.uniform(-0.2, 0.2, 3)
+    side = int(rng.integers(int(size * 0.55), int(size * 0.8)))
+    y, x = rng.integers(0, size - side, 2)
+    canvas[y:y + side, x:x + side] += scaled(image8, side)[..., None] * rng.choice([-1, 1]) * rng.uniform(0.45, 0.8, 3)
+    if rng.random() < 1 / 3:  # an occluding patch
+        h, w = rng.integers(size // 6, size // 4, 2)
+        py, px = rng.integers(0, size - h), rng.integers(0, size - w)
+        canvas[py:py + h, px:px + w] = rng.uniform(0, 1, 3)
+    canvas += rng.normal(0, rng.uniform(0.02, 0.08), canvas.shape)
+    return Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8))
+
+
+def scaled(image8: np.ndarray, side: int) -> np.ndarray:
+    """An 8x8 image with values 0..16 -> side x side floats in 0..1 (bicubic)."""
+    gray = Image.fromarray((image8 * (255 / 16)).astype(np.uint8), mode="L")
+    return np.asarray(gray.resize((side, side), Image.BICUBIC), dtype=np.float64) / 255
 
 
 def to_png(image8: np.ndarray, size: int) -> Image.Image:

@@ -404,7 +404,8 @@ def top_two(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: BlendConfig = BlendConfig(),
-                       decision: str = "", classes: list = ()) -> tuple[float, float]:
+                       decision: str = "", classes: list = (), held_out: np.ndarray | None = None
+                       ) -> tuple[float, float]:
     """Mean and std over folds, in config.metric's own units, of the score on each held-out fold of a blend
     chosen on the other folds: what the blend is worth on rows its choices never saw.
 
@@ -417,6 +418,9 @@ def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: Ble
 
     Not nested (no OOF file can undo it): each fold's best epoch was chosen on that fold's validation rows,
     the rows this score holds out (HONEST_LEAK).
+
+    held_out: an (N, K) array filled with each fold's rows blended by what the other folds fitted (before any
+    decision): cross-fitted blend probabilities, out-of-fold for the blend itself (a stack's teacher rows).
     """
     metric, multilabel = config.metric, np.ndim(y) == 2
     candidates = [list(c) if isinstance(c, (list, tuple)) else [c] for c in preds]
@@ -425,12 +429,14 @@ def honest_blend_score(preds: list, y: np.ndarray, fold: np.ndarray, config: Ble
         tr, te = fold != k, fold == k
         chosen = [c[0] if len(c) == 1 else max(c, key=lambda p: score(metric, y[tr], p[tr])) for c in candidates]
         blender = fit_blender([p[tr] for p in chosen], y[tr], config)
-        held_out = blender([p[te] for p in chosen], config, multilabel)
+        blended = blender([p[te] for p in chosen], config, multilabel)
+        if held_out is not None:
+            held_out[te] = blended
         if decision:
             fitted = fit_decision(decision, y[tr], blender([p[tr] for p in chosen], config, multilabel), metric,
                                   classes)
-            held_out = apply_decision(decision, held_out, fitted, classes)
-        values.append(metric_value(metric, y[te], held_out))
+            blended = apply_decision(decision, blended, fitted, classes)
+        values.append(metric_value(metric, y[te], blended))
     undefined = [int(k) for k, v in zip(np.unique(fold), values) if not np.isfinite(v)]
     if len(undefined) == len(values):
         raise KitError(f"the honest {metric} is undefined on every held-out fold (e.g. QWK or AUC of a fold holding "

@@ -149,6 +149,7 @@ class BlendReport:
     fit_metric: str = "log_loss"  # what the weights were fitted on, config.objective (metric: what they are reported in)
     honest_leak: str = HONEST_LEAK  # what the honest score still does not hold out
     oof_rows: pd.DataFrame | None = None  # id and fold of each row of oof_probs (and y)
+    teacher_oof: np.ndarray | None = None  # what <name>.oof.csv holds: oof_probs, a stack's cross-fitted ones
 
 
 def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | str, runs_dir: str | Path = "runs",
@@ -177,7 +178,10 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     w = blender.weights
     oof_probs = blender(preds, config, comp.task == "multilabel")
     kind, classes = decision_kind(comp.task, metric), loaded[0].classes
-    honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes)
+    # a stack's meta-model saw every OOF row: its teacher rows (kit.teacher) are the cross-fitted ones instead
+    crossfit = np.zeros_like(oof_probs) if config.method == "stack" else None
+    honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes,
+                                        crossfit)
     n_folds = int(folds["fold"].max()) + 1
     no_tta = [tta_table[(tta_table["experiment"] == e) & (tta_table["tta"] == "none")][f"oof_{metric}"] for e in exps]
     scores = pd.DataFrame({"experiment": exps, "tta": [e.tta for e in loaded],
@@ -197,7 +201,8 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
                        spread, y, oof_probs, test_probs,
                        make_submission(comp, decided(test_probs, spec), config.submission_kind),
                        loaded[0].classes, spec, config, fit_metric=config.objective,
-                       oof_rows=loaded[0].oof[["id", "fold"]].reset_index(drop=True))
+                       oof_rows=loaded[0].oof[["id", "fold"]].reset_index(drop=True),
+                       teacher_oof=oof_probs if crossfit is None else crossfit)
 
 
 def full_model(runs: Path, exp: str, config: BlendConfig) -> dict:
@@ -208,6 +213,15 @@ def full_model(runs: Path, exp: str, config: BlendConfig) -> dict:
     if not (folder / CHECKPOINT).is_file():
         raise KitError(f"models={config.models!r} needs {exp!r}'s full-data model, {folder / CHECKPOINT} does not "
                        f"exist: train it with kit fit-full --exp {exp}")
+    from .config import training_changes
+    from .full import NOT_INHERITED
+
+    folds_cfg, full_cfg = read_config(exp_dir(runs, exp) / "fold0"), read_config(folder)
+    changed = {k: v for k, v in training_changes(folds_cfg, full_cfg).items() if k not in NOT_INHERITED}
+    if changed or full_cfg.get("folds_hash") != folds_cfg.get("folds_hash"):
+        what = ", ".join(changed) or "folds_hash"
+        raise KitError(f"{folder} was trained with other parameters or folds than {exp!r}'s folds ({what}): its TTA "
+                       f"and weights are the folds'; retrain it: kit fit-full --exp {exp} --force")
     return {"full_checkpoint": fold_checkpoint(folder)}
 
 
@@ -225,19 +239,9 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
         if len(e.get("checkpoints", [])) != e["n_folds"]:
             raise KitError(f"the blend's experiment {e['name']!r} records no checkpoint per fold (a blend.json "
                            "written by an older kit): fit the blend again (kit blend --exps ...)")
-    used = [e for e in spec["experiments"] if e["weight"] > 0]  # a zero weight costs no inference
-    runs = blend_runs(spec, runs_dir)
-    models = config.models  # folds, full (the full-data model), or both (half each)
-    jobs = []  # (experiment, 'fold'|'full', (folder, tta, checkpoint))
-    for e in used:
-        if models != "full":
-            jobs += [(e["name"], "fold", (exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k]))
-                     for k in range(e["n_folds"])]
-        if models != "folds":
-            if not e.get("full_checkpoint"):
-                raise KitError(f"the blend uses full-data models (models={models!r}) but records none for "
-                               f"{e['name']!r}: train it (kit fit-full --exp {e['name']}) and fit the blend again")
-            jobs.append((e["name"], "full", (full_dir(exp_dir(runs, e["name"])), e["tta"], e["full_checkpoint"])))
+    used, jobs = blend_jobs(spec, runs_dir)
+    if config.method == "stack" and spec.get("stack") is None:
+        raise KitError("the blend.json says method='stack' but holds no meta-model ('stack'): fit the blend again")
     probs = predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers)
     per_exp = []
     for e in used:
@@ -249,18 +253,37 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
     return Blender(weights, spec.get("stack"))(per_exp, config, blend_task(spec) == "multilabel")
 
 
+def blend_jobs(spec: dict, runs_dir: str | Path) -> tuple[list[dict], list[tuple]]:
+    """(the experiments a blend uses, [(experiment, 'fold'|'full', (folder, tta, checkpoint))]): the models that
+    predict its test set, by BlendConfig.models: each experiment's folds, its full-data model, or both."""
+    models = BlendConfig.from_blend(spec).models
+    used = [e for e in spec["experiments"] if e["weight"] > 0]  # a zero weight costs no inference
+    runs = blend_runs(spec, runs_dir)
+    jobs = []
+    for e in used:
+        if models != "full":
+            made = e.get("checkpoints") or [""] * e["n_folds"]  # checked by predict_blend; the estimate needs none
+            jobs += [(e["name"], "fold", (exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], made[k]))
+                     for k in range(e["n_folds"])]
+        if models != "folds":
+            if "full_checkpoint" not in e:
+                raise KitError(f"the blend uses full-data models (models={models!r}) but records none for "
+                               f"{e['name']!r}: train it (kit fit-full --exp {e['name']}) and fit the blend again")
+            jobs.append((e["name"], "full", (full_dir(exp_dir(runs, e["name"])), e["tta"], e["full_checkpoint"])))
+    return used, jobs
+
+
 def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str | Path = "runs",
                      device: str = "auto", batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> float:
-    """Seconds the blend's test inference takes on this machine for n_images: loading every fold model it
-    uses, plus n_images times the time per image measured on `paths` (a few test images, after one untimed
-    pass for lazy setup), each through every model with its TTA in one pass, as predict_blend runs them.
-    No test cache is read or written. Another machine (Kaggle's GPU) scales it by its speed."""
+    """Seconds the blend's test inference takes on this machine for n_images: loading every model it uses (its
+    folds, full-data models or both: blend_jobs), plus n_images times the time per image measured on `paths` (a
+    few test images, after one untimed pass for lazy setup), each through every model with its TTA in one pass,
+    as predict_blend runs them. No test cache is read or written. Another machine (Kaggle's GPU) scales it by its speed."""
     check_loader(batch_size, num_workers)
     dev = pick_device(device)
     start = time.perf_counter()
-    runs = blend_runs(spec, runs_dir)
-    models = [(load_fold(exp_dir(runs, e["name"]) / f"fold{k}", spec["classes"], dev), e["tta"])
-              for e in spec["experiments"] if e["weight"] > 0 for k in range(e["n_folds"])]
+    models = [(load_fold(folder, spec["classes"], dev), tta)
+              for _, _, (folder, tta, _) in blend_jobs(spec, runs_dir)[1]]
     loading = time.perf_counter() - start
     predict_images(models, paths[:batch_size], dev, batch_size, num_workers, "warm-up")
     start = time.perf_counter()
@@ -361,20 +384,39 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
     path = write_submission(sub, c, resolve(out_dir) / f"{name}.csv")
     blend_path = write_json(spec, path.with_suffix(".blend.json"))
     if report is not None:  # what distillation (OOF) and pseudo-labels (test) train on: kit.teacher
-        write_blend_probs(report, c, blend_path)
+        per_fold = fold_test_probs(c, spec, runs_dir, device, batch_size, num_workers)
+        write_blend_probs(report, c, blend_path, per_fold)
     return Submitted(c, sub, path, blend_path, spec, report)
 
 
-def write_blend_probs(report: BlendReport, comp: Competition, blend_path: Path) -> None:
-    """<name>.oof.csv (id, fold, the blended OOF probability per class, folds_hash) and <name>.test.csv (id, the
-    blended test probability per class) beside <name>.blend.json."""
-    from .teacher import oof_probs_path, blend_test_path
+def write_blend_probs(report: BlendReport, comp: Competition, blend_path: Path, per_fold: list[np.ndarray]) -> None:
+    """Beside <name>.blend.json: <name>.oof.csv (id, fold, the blended OOF probability per class, folds_hash),
+    <name>.test.csv (id, the blended test probability per class) and <name>.test-fold<k>.csv (the blend of each
+    experiment's fold-k model alone: what a student of fold k may learn from, kit.teacher)."""
+    from .teacher import blend_test_path, oof_probs_path
 
-    oof = pd.concat([report.oof_rows, pd.DataFrame(report.oof_probs, columns=report.classes)], axis=1)
+    oof = pd.concat([report.oof_rows, pd.DataFrame(report.teacher_oof, columns=report.classes)], axis=1)
     write_csv(oof.assign(folds_hash=report.blend["folds_hash"]), oof_probs_path(blend_path))
-    test = pd.DataFrame(report.test_probs, columns=report.classes)
-    test.insert(0, "id", comp.test["id"].to_numpy())
-    write_csv(test, blend_test_path(blend_path))
+    for k, probs in [(None, report.test_probs), *enumerate(per_fold)]:
+        test = pd.DataFrame(probs, columns=report.classes)
+        test.insert(0, "id", comp.test["id"].to_numpy())
+        write_csv(test, blend_test_path(blend_path, k))
+
+
+def fold_test_probs(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
+                    batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> list[np.ndarray]:
+    """Per fold k, the blend (its weights or meta-model) of each experiment's fold-k test predictions: models
+    that never trained on fold k's rows. Read from the folds' test caches predict_blend just wrote."""
+    config = BlendConfig.from_blend(spec)
+    used = [e for e in spec["experiments"] if e["weight"] > 0]
+    runs = blend_runs(spec, runs_dir)
+    n_folds = used[0]["n_folds"]
+    jobs = [(exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k]) for k in range(n_folds)
+            for e in used]
+    probs = predict_folds(comp, jobs, device, batch_size, num_workers)
+    blender = Blender(np.array([e["weight"] for e in used]), spec.get("stack"))
+    return [blender(probs[k * len(used):(k + 1) * len(used)], config, blend_task(spec) == "multilabel")
+            for k in range(n_folds)]
 
 
 def exp_names(exps: list[str] | str) -> list[str]:

@@ -45,7 +45,8 @@ IMAGE_CACHE = ".image_cache"  # under runs_dir: hidden, so it is never taken for
 TOP = re.compile(r"top-\d+\.pt")
 # OOF columns that are not classes; `checkpoint` is the hash of the best.pt that made the row
 RESERVED = ("id", "fold", "target", "tta", "folds_hash", "checkpoint")
-RESUME_AFRESH = "rerun with resume=False (kit run-folds --force) to start this fold afresh"
+def resume_afresh(folder: Path) -> str:
+    return f"rerun with resume=False ({retrain_command(folder)}) to start this fold afresh"
 
 
 def oof_name(tta: str | None) -> str:
@@ -226,15 +227,16 @@ def read_last(folder: Path, config: dict, meta: dict) -> dict | None:
     path = folder / LAST
     if not path.is_file():
         return None
-    last = load_torch(path, f"delete it, or {RESUME_AFRESH}", map_location="cpu")
+    last = load_torch(path, f"delete it, or {resume_afresh(folder)}", map_location="cpu")
     for key in LAST_IDENTITY:
         if last.get(key) != meta[key]:
-            raise KitError(f"{path} was made with {key}={last.get(key)!r}, this run has {meta[key]!r}; {RESUME_AFRESH}")
+            raise KitError(f"{path} was made with {key}={last.get(key)!r}, this run has {meta[key]!r}; "
+                           f"{resume_afresh(folder)}")
     changed = training_changes(last.get("config", {}), config)
     if changed:
         listing = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise KitError(f"{path} was trained with other parameters ({listing}); resuming would mix two runs. "
-                       "Rerun with the old values to continue it, or with resume=False (kit run-folds --force) "
+                       f"Rerun with the old values to continue it, or with resume=False ({retrain_command(folder)}) "
                        "to start this fold afresh with the new ones")
     return last
 

@@ -25,8 +25,9 @@ def oof_probs_path(blend_json: str | Path) -> Path:
     return sibling(blend_json, ".oof.csv")
 
 
-def blend_test_path(blend_json: str | Path) -> Path:  # not test_*: pytest would collect it
-    return sibling(blend_json, ".test.csv")
+def blend_test_path(blend_json: str | Path, fold: int | None = None) -> Path:  # not test_*: pytest collects those
+    """<name>.test.csv, the blend of every model; <name>.test-fold<k>.csv, of each experiment's fold-k model."""
+    return sibling(blend_json, ".test.csv" if fold is None else f".test-fold{fold}.csv")
 
 
 def sibling(blend_json: str | Path, suffix: str) -> Path:
@@ -72,10 +73,12 @@ def teacher_probs(blend_json: str, ids: pd.Series, folds: pd.Series, classes: li
 
 
 def pseudo_labels(blend_json: str, test: pd.DataFrame, classes: list[str], threshold: float, soft: bool,
-                  smoothing: float = 0.0) -> tuple[list[str], np.ndarray]:
+                  smoothing: float = 0.0, fold: int | None = None) -> tuple[list[str], np.ndarray]:
     """(paths, (M, K) targets) of the test images whose blended top probability is at least `threshold`: the
-    blend's probabilities (soft), or its top class smoothed like a label."""
-    path = blend_test_path(blend_json)
+    blend's probabilities (soft), or its top class smoothed like a label. fold k: the blend of the experiments'
+    fold-k models only, which never trained on fold k's rows, so a student validated on fold k learns nothing of
+    them through the test images (its OOF stays honest); None (a full-data student): the blend of every model."""
+    path = blend_test_path(blend_json, fold)
     table = read_probs(path, classes, "pseudo").set_index("id")
     absent = test["id"][~test["id"].isin(table.index)]
     if len(absent):

@@ -203,7 +203,9 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
         metric = f"val_{cfg.metric}"
         with tracking.tracked(cfg, out, last is not None, trackers) as tracker:  # nothing with track='off'
             where = "full" if cfg.full else f"fold {cfg.fold}"
-            bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=f"{cfg.exp} {where}",
+            stopped = bool(cfg.patience) and state.stale >= cfg.patience  # resumed after its early stop: no more
+            first = cfg.epochs + 1 if stopped else state.epoch + 1
+            bar = tqdm(range(first, cfg.epochs + 1), desc=f"{cfg.exp} {where}",
                        initial=state.epoch, total=cfg.epochs, mininterval=2, disable=headless())
             for epoch in bar:  # numbered from 1
                 row, improved = run_epoch(state, loaders, fold, out)
@@ -297,7 +299,7 @@ def training_rows(cfg: TrainConfig, fold: Fold, is_train: np.ndarray) -> tuple[l
         targets = (1 - cfg.distill_weight) * targets + cfg.distill_weight * probs
     if cfg.pseudo:
         extra, soft = teacher.pseudo_labels(cfg.pseudo, fold.test, fold.classes, cfg.pseudo_threshold,
-                                            cfg.pseudo_soft, cfg.label_smoothing)
+                                            cfg.pseudo_soft, cfg.label_smoothing, None if cfg.full else cfg.fold)
         paths, targets = paths + extra, np.concatenate([targets, soft])
     return paths, targets.astype(np.float32)
 
@@ -370,13 +372,14 @@ def average_checkpoints(state: TrainState, loaders: Loaders, fold: Fold, out: Pa
     every floating-point tensor (timm's avg_checkpoints), then BatchNorm running statistics recomputed over the
     training images (torch.optim.swa_utils.update_bn: averaged weights do not match averaged statistics), then
     validated. best.pt records the averaged epochs and its validation score; the best single checkpoint stays as
-    top-<epoch>.pt. A resumed finish whose best.pt is averaged already does nothing."""
+    top-<epoch>.pt. An average that validates worse than the best checkpoint alone is not kept (best.pt records
+    its score as average_tried). A resumed finish whose best.pt is averaged (or tried) already does nothing."""
     from torch.optim.swa_utils import update_bn
 
     cfg = state.cfg
     best = rundir.load_best(out, map_location=fold.device)
     epochs = [e for _, e in state.top[:cfg.average_top]]
-    if best.get("averaged") or len(epochs) < 2:
+    if best.get("averaged") or "average_tried" in best or len(epochs) < 2:  # done (or tried) already
         return
     others = [rundir.load_top(out, e, map_location=fold.device)["model"] for e in epochs[1:]]
     averaged = {k: (torch.stack([v.float(), *(o[k].float() for o in others)]).mean(0).to(v.dtype)
@@ -388,6 +391,12 @@ def average_checkpoints(state: TrainState, loaders: Loaders, fold: Fold, out: Pa
     probs = predict(model, loaders.val, "none", device=fold.device, desc="validate average", dtype=fold.eval_dtype,
                     activation=state.activation)
     value = metric_value(cfg.metric, loaders.val_y, probs)
+    if (value < best["score"]) == lookup(cfg.metric).greater_is_better and value != best["score"]:
+        # worse than the best checkpoint alone: keep that one, and say the average was tried (a rerun skips it)
+        rundir.save_checkpoint(out, {**best, "average_tried": float(value)})
+        tqdm.write(f"the average of epochs {epochs} validates worse (val_{cfg.metric} {value:.4f}) than epoch "
+                   f"{best['epoch']} alone ({best['score']:.4f}): best.pt stays epoch {best['epoch']}")
+        return
     rundir.keep_best_aside(out, int(best["epoch"]))
     ckpt = rundir.checkpoint(model, fold.meta, int(best["epoch"]), value)
     rundir.save_checkpoint(out, {**ckpt, "averaged": epochs})

@@ -1,5 +1,6 @@
 import hashlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -56,3 +57,26 @@ def test_leaderboard_names_a_label_that_is_not_a_class(project, bad):
     with pytest.raises(KitError, match=rf"bad.csv: column 'label' has 1 value\(s\) that are not a digit class 0..9, "
                                        rf"e\.g\. \['{bad}'\]"):
         leaderboard_score(project / "bad.csv")
+
+
+def test_the_hard_demo_renders_each_digit_several_times_on_one_side_of_every_split(project):
+    from PIL import Image
+
+    from kit.competition import load_competition
+    from kit.folds import make_folds
+
+    root = build_demo("data", name="hard", n=120, renders=3)
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    solution = pd.read_csv(project / "data" / "_leaderboard" / "hard.csv", dtype=str)
+    assert list(train.columns) == ["image_id", "label", "group"] and len(train) == 96 * 3 and len(solution) == 24 * 3
+    assert (train.groupby("group")["label"].nunique() == 1).all() and (train.groupby("group").size() == 3).all()
+    images = [np.asarray(Image.open(root / "train" / f"{i}.png")) for i in train["image_id"][:6]]
+    assert all(im.shape == (32, 32, 3) for im in images) and len({im.tobytes() for im in images}) == 6
+    comp = load_competition("hard")
+    assert comp.train["group"].nunique() == 96  # read as train.csv's group column
+    folds = make_folds(comp, 4).merge(train, left_on="id", right_on="image_id")
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()  # a digit's renderings share one fold
+    again = build_demo("data", name="hard", n=120, renders=3)
+    assert pd.read_csv(again / "train.csv", dtype=str).equals(train)  # deterministic
+    with pytest.raises(KitError, match="renders single digits"):
+        build_demo("data", name="ml", n=60, renders=2, task="multilabel")

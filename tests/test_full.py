@@ -73,3 +73,22 @@ def test_the_infer_step_uses_fold_models_the_full_model_or_both(cv_done, tiny_co
     with pytest.raises(KitError, match=r"models='full' needs 'nofull''s full-data model, .*nofull/full/best.pt does "
                                        r"not exist: train it with kit fit-full --exp nofull"):
         blend_and_submit("demo", ["e", "nofull"], BlendConfig("mean", "accuracy", models="full"), device="cpu")
+
+
+def test_the_run_time_estimate_and_the_kaggle_bundle_follow_models(cv_done, tiny_comp, project, monkeypatch):
+    """models='full': the estimate loads the full-data model alone, and the bundle carries it (not the folds)."""
+    import kit.infer
+    import kit.package
+    from kit.infer import estimate_seconds
+    from kit.package import bundle_inputs
+
+    fit_full("demo", "e", epochs=1)
+    done = blend_and_submit("demo", ["e"], BlendConfig("mean", "accuracy", models="full"), name="f", device="cpu")
+    loaded, real = [], kit.infer.load_fold
+    monkeypatch.setattr(kit.infer, "load_fold", lambda path, *a: loaded.append(path.name) or real(path, *a))
+    estimate_seconds(done.blend, tiny_comp.test["path"].tolist()[:4], 100, device="cpu", batch_size=4)
+    assert loaded == ["full"]
+    _, files = bundle_inputs(done.blend_path, "runs")
+    assert sorted(files) == ["runs/demo/e/full/best.pt", "runs/demo/e/full/config.json"]
+    both = blend_and_submit("demo", ["e"], BlendConfig("mean", "accuracy", models="both"), name="b", device="cpu")
+    assert len(bundle_inputs(both.blend_path, "runs")[1]) == 2 * 4  # three folds and the full model

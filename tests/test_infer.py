@@ -514,6 +514,12 @@ def test_a_stacked_blend_is_saved_with_its_meta_model_and_applied_alone(tiny_com
     mean = blend_and_submit("demo", ["m", "n"], BlendConfig("mean", "log_loss"), name="mean", device="cpu")
     assert not np.allclose(mean.submission.iloc[:, 1:].to_numpy(float), fitted.submission.iloc[:, 1:].to_numpy(float))
     assert applied.report is None and np.isfinite(fitted.report.honest_score)
+    # its teacher rows (<name>.oof.csv) are cross-fitted: the meta-model of each fold fitted on the other folds
+    from kit.teacher import oof_probs_path
+
+    teacher = pd.read_csv(oof_probs_path(fitted.blend_path), dtype={"id": str})[classes_of(tiny_comp)].to_numpy()
+    assert np.allclose(teacher, fitted.report.teacher_oof) and not np.allclose(teacher, fitted.report.oof_probs)
+    assert np.allclose(teacher.sum(1), 1)
 
 
 def test_a_symlinked_competition_folder_keeps_its_runs_under_the_name_it_is_called_by(project, fit_tiny):

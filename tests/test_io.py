@@ -163,5 +163,5 @@ def test_truncated_last_pt_stops_the_resume_with_the_file_and_the_fix(fit_tiny):
     last = r.dir / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while the disk filled up
     with pytest.raises(KitError, match=rf"{re.escape(str(last))} cannot be loaded: .*resume=False "
-                                       r"\(kit run-folds --force\)"):
+                                       r"\(kit run-folds --comp .* --force\)"):
         fit_tiny("cut", tta="none")

@@ -103,7 +103,7 @@ def test_read_last_continues_only_the_same_run(tmp_path):
     save_last(tmp_path, {"epoch": 2}, META, cfg)
     assert read_last(tmp_path, {**cfg, "threads": 3, "tta": "d4"}, META)["epoch"] == 2  # runtime-only changes
     with pytest.raises(KitError, match=r"last.pt was made with timm_name='test_resnet', this run has 'resnet18'; "
-                                       r"rerun with resume=False \(kit run-folds --force\)"):
+                                       r"rerun with resume=False \(kit run-folds --comp .* --force\)"):
         read_last(tmp_path, cfg, {**META, "timm_name": "resnet18"})
     with pytest.raises(KitError, match=r"last.pt was trained with other parameters \(lr: 0.003 -> 0.1\)"):
         read_last(tmp_path, {**cfg, "lr": 0.1}, META)

@@ -25,6 +25,7 @@ def teacher_blend(tiny_comp, project, fit_tiny):
         fit_tiny("t", k, tta="none")
     done = blend_and_submit("demo", ["t"], BlendConfig(), name="t", device="cpu")
     assert oof_probs_path(done.blend_path).is_file() and blend_test_path(done.blend_path).is_file()
+    assert all(blend_test_path(done.blend_path, k).is_file() for k in range(3))
     return done.blend_path
 
 
@@ -61,7 +62,10 @@ def test_pseudo_labelled_test_images_join_the_training_side_only(teacher_blend, 
     assert not set(result.oof["id"]) & set(tiny_comp.test["id"])  # nor in the OOF
     assert len(train_paths) == len(targets) and targets.dtype == np.float32
     pseudo = targets[-len(test_paths):]
-    probs = pd.read_csv(blend_test_path(teacher_blend), dtype={"id": str})[[str(c) for c in tiny_comp.classes]]
+    # fold 0's student learns from the blend of the fold-0 models only: they never trained on its validation rows
+    probs = pd.read_csv(blend_test_path(teacher_blend, 0), dtype={"id": str})[[str(c) for c in tiny_comp.classes]]
+    every = pd.read_csv(blend_test_path(teacher_blend), dtype={"id": str})[[str(c) for c in tiny_comp.classes]]
+    assert not np.allclose(probs.to_numpy(), every.to_numpy())  # not the blend of every fold's model
     smoothing = 0.1  # TrainConfig's default label_smoothing: the top class, smoothed like a label
     assert np.allclose(pseudo.argmax(1), probs.to_numpy().argmax(1)) and np.isclose(pseudo.max(), 1 - smoothing +
                                                                                      smoothing / 10)

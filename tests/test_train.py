@@ -473,5 +473,25 @@ def test_average_top_averages_the_best_checkpoints_recomputes_batchnorm_and_pred
     assert r.best_score == best["score"] and (r.dir / "oof.csv").is_file()
     p = predict_fold(r.dir, tiny_comp, "none", "cpu")
     assert p.shape == (len(tiny_comp.test), len(tiny_comp.classes)) and np.allclose(p.sum(1), 1, atol=1e-5)
+    again = fit_tiny("avg", epochs=3, save_top=3, average_top=3, tta="none", lr=1e-2)  # a rerun resumes, finished
+    assert (r.dir / "best.pt").read_bytes() == (again.dir / "best.pt").read_bytes()  # not averaged twice
     with pytest.raises(KitError, match=r"average_top=3 averages the best 3 checkpoints but save_top=2 keeps 2"):
         TrainConfig(save_top=2, average_top=3)
+
+
+def test_an_average_that_validates_worse_than_the_best_checkpoint_is_not_kept(tiny_comp, project, fit_tiny,
+                                                                             monkeypatch):
+    real = kit.train.predict
+
+    def predict(model, loader, *a, desc="predict", **k):  # the average validates as uniform guessing
+        p = real(model, loader, *a, desc=desc, **k)
+        return np.full_like(p, 1 / p.shape[1]) if desc == "validate average" else p
+
+    monkeypatch.setattr(kit.train, "predict", predict)
+    r = fit_tiny("worse", epochs=3, save_top=3, average_top=3, tta="none", lr=1e-2)
+    best = torch.load(r.dir / "best.pt", weights_only=True)
+    assert "averaged" not in best and best["average_tried"] < best["score"]
+    single = torch.load(r.dir / f"top-{best['epoch']:03d}.pt", weights_only=True) if (
+        r.dir / f"top-{best['epoch']:03d}.pt").exists() else None
+    assert single is None  # the best stayed best.pt: nothing moved aside
+    assert r.best_score == best["score"]
