@@ -211,8 +211,9 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
                 row, improved = run_epoch(state, loaders, fold, out)
                 tracker.log_epoch(epoch, row)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{cfg.metric: f"{row[metric]:.4f}"})
-                tqdm.write(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  val_loss "
-                           f"{row['val_loss']:.4f}  {metric} {row[metric]:.4f}{'  *best' if improved else ''}  "
+                validated = "" if cfg.full else (f"  val_loss {row['val_loss']:.4f}  {metric} {row[metric]:.4f}"
+                                                 f"{'  *best' if improved else ''}")  # full: nothing validated
+                tqdm.write(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}{validated}  "
                            f"{row['seconds']:.1f}s")
                 if cfg.patience and state.stale >= cfg.patience:
                     print(f"early stop after epoch {epoch}: no improvement for {cfg.patience} epoch(s)")
