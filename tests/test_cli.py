@@ -323,3 +323,15 @@ def test_ctrl_c_on_run_folds_ends_with_one_line_saying_what_is_done(tiny_comp, p
     assert "(rerun without --force: they resume from their last.pt)" in capsys.readouterr().err  # --force restarts
     monkeypatch.setattr(kit.board, "board", interrupted)  # any other command: one line too
     assert main(["board"]) == 130 and capsys.readouterr().err.strip() == "kit board: interrupted"
+
+
+@pytest.mark.slow  # starts a kernel
+def test_kit_notebook_keeps_executed_notebooks_under_their_competition(project, capsys):
+    (project / "probe.py").write_text('# %% tags=["parameters"]\ncomp = "flowers"\n\n# %%\nx = 1\n')
+    (project / "plain.py").write_text('# %% tags=["parameters"]\ny = 2\n\n# %%\nx = 1\n')
+    assert main(["notebook", str(project / "probe.py")]) == 0
+    assert main(["notebook", str(project / "probe.py"), "-p", "comp=mushrooms"]) == 0
+    assert main(["notebook", str(project / "plain.py")]) == 0
+    assert (project / "runs" / "flowers" / "_notebooks" / "probe.ipynb").is_file()
+    assert (project / "runs" / "mushrooms" / "_notebooks" / "probe.ipynb").is_file()  # two competitions, two files
+    assert (project / "runs" / "_notebooks" / "plain.ipynb").is_file()  # no competition: runs/_notebooks
