@@ -122,16 +122,19 @@ def hard_render(image8: np.ndarray, size: int, rng: np.random.Generator, pool: n
     return Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8))
 
 
+def gray(image8: np.ndarray, side: int) -> Image.Image:
+    """An 8x8 image with values 0..16 -> a side x side 8-bit grayscale image (bicubic, as a scanner would blur)."""
+    return Image.fromarray((image8 * (255 / 16)).astype(np.uint8), mode="L").resize((side, side), Image.BICUBIC)
+
+
 def scaled(image8: np.ndarray, side: int) -> np.ndarray:
-    """An 8x8 image with values 0..16 -> side x side floats in 0..1 (bicubic)."""
-    gray = Image.fromarray((image8 * (255 / 16)).astype(np.uint8), mode="L")
-    return np.asarray(gray.resize((side, side), Image.BICUBIC), dtype=np.float64) / 255
+    """gray() as side x side floats in 0..1."""
+    return np.asarray(gray(image8, side), dtype=np.float64) / 255
 
 
 def to_png(image8: np.ndarray, size: int) -> Image.Image:
-    """An 8x8 image with values 0..16 -> a size x size RGB image (bicubic, as a scanner would blur)."""
-    gray = Image.fromarray((image8 * (255 / 16)).astype(np.uint8), mode="L")
-    return gray.resize((size, size), Image.BICUBIC).convert("RGB")
+    """gray() as an RGB image: the plain demo's."""
+    return gray(image8, size).convert("RGB")
 
 
 def leaderboard_score(submission: str | Path, data_dir: str | Path = "data", name: str = "demo",

@@ -266,11 +266,9 @@ def apply_stack(preds: list[np.ndarray], meta: dict) -> np.ndarray:
     (absent from the rows it was fitted on) gets STACK_EPS, the rows renormalized."""
     z = stack_features(preds) @ np.asarray(meta["coef"]).T + np.asarray(meta["intercept"])
     seen = meta["classes"]
-    if len(seen) == 2:  # scikit-learn's binary form: one logit, of the second class
-        p_seen = np.c_[1 - 1 / (1 + np.exp(-z[:, 0])), 1 / (1 + np.exp(-z[:, 0]))]
-    else:
-        z = z - z.max(1, keepdims=True)
-        p_seen = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    if len(seen) == 2:  # scikit-learn's binary form: one logit, of the second class (softmax of [0, z])
+        z = np.c_[np.zeros(len(z)), z[:, 0]]
+    p_seen = from_space(z, "logit")  # the softmax of the logits
     out = np.full((len(z), meta["n_classes"]), STACK_EPS)
     out[:, seen] = p_seen
     return out / out.sum(1, keepdims=True)

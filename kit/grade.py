@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import KitError
 from .competition import (ID_CANDIDATES, LABEL_CANDIDATES, ORDINAL_TASKS, TASKS, _pick_column, detect_task,
-                          list_separator, read_table, sort_classes)
+                          label_matrix, list_separator, read_table, sort_classes)
 from .metrics import metric_value
 
 # what a task is graded on when no metric is given: the demo's tasks' own
@@ -70,8 +70,7 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
         classes = classes or sort_classes(columns)
         return metric, metric_value(metric, targets(rows["truth"], classes, sep, solution),
                                     numbers(rows[classes], submission, "one probability per class column"))
-    values = [c for c in sub.columns if c != sub_id]
-    col = label if label in values else values[0] if len(values) == 1 else None
+    col = label if label in columns else columns[0] if len(columns) == 1 else None
     if col is None:
         raise KitError(f"{submission}: cannot tell which column holds the predictions; columns are "
                        f"{list(sub.columns)}; name it {label!r} as {solution} does")
@@ -92,7 +91,7 @@ def grade(submission: str | Path, solution: str | Path, metric: str = "", task: 
     what = what or f"a class of {solution}"
     unknown = [c for c in dict.fromkeys(parts(cells, sep)) if c not in classes]
     if unknown:
-        n = int(sum(any(p in unknown for p in parts(pd.Series([c]), sep)) for c in cells))
+        n = sum(any(p not in classes for p in cell_parts(c, sep)) for c in cells)
         raise KitError(f"{submission}: column {col!r} has {n} value(s) that are not {what}, e.g. {unknown[:5]}; "
                        f"write one {'list of classes' if sep else 'class'} per row")
     pred = targets(cells, classes, sep, submission)
@@ -110,11 +109,14 @@ def grades(cells: pd.Series, source) -> pd.Series:
     return values.astype(int).astype(str)
 
 
+def cell_parts(cell: str, sep: str | None) -> list[str]:
+    """The labels one cell spells: itself, or each part of a multi-label cell ('' is no label there)."""
+    return [cell] if sep is None else [p.strip() for p in cell.split(sep) if p.strip()]
+
+
 def parts(cells: pd.Series, sep: str | None) -> list[str]:
-    """Every label the cells spell: the cells themselves, or each part of a multi-label cell ('' is no label)."""
-    if sep is None:
-        return list(cells)
-    return [p.strip() for cell in cells for p in cell.split(sep) if p.strip()]
+    """Every label the cells spell (cell_parts of each)."""
+    return [p for cell in cells for p in cell_parts(cell, sep)]
 
 
 def targets(cells: pd.Series, classes: list[str], sep: str | None, source) -> np.ndarray:
@@ -125,10 +127,7 @@ def targets(cells: pd.Series, classes: list[str], sep: str | None, source) -> np
         raise KitError(f"{source}: label(s) {unknown[:5]} are not among the classes {classes[:10]}")
     if sep is None:
         return cells.map(index).to_numpy()
-    out = np.zeros((len(cells), len(classes)), dtype=int)
-    for i, cell in enumerate(cells):
-        out[i, [index[p.strip()] for p in cell.split(sep) if p.strip()]] = 1
-    return out
+    return label_matrix([cell_parts(cell, sep) for cell in cells], classes)
 
 
 def numbers(frame: pd.DataFrame, source, needs: str) -> np.ndarray:

@@ -242,15 +242,10 @@ def predict_blend(comp: Competition, spec: dict, runs_dir: str | Path = "runs", 
     used, jobs = blend_jobs(spec, runs_dir)
     if config.method == "stack" and spec.get("stack") is None:
         raise KitError("the blend.json says method='stack' but holds no meta-model ('stack'): fit the blend again")
-    probs = predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers)
-    per_exp = []
-    for e in used:
-        mine = [(kind, p) for (name, kind, _), p in zip(jobs, probs) if name == e["name"]]
-        parts = [np.mean([p for kind, p in mine if kind == want], axis=0) for want in ("fold", "full")
-                 if any(kind == want for kind, _ in mine)]
-        per_exp.append(np.mean(parts, axis=0))  # both: the folds' mean and the full model, half each
-    weights = np.array([e["weight"] for e in used])
-    return Blender(weights, spec.get("stack"))(per_exp, config, blend_task(spec) == "multilabel")
+    mine = by_model(jobs, predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers))
+    # an experiment's folds averaged; with models='both', that mean and the full model half each
+    per_exp = [np.mean([np.mean(ps, axis=0) for ps in mine[e["name"]].values()], axis=0) for e in used]
+    return blender_of(spec)[0](per_exp, config, blend_task(spec) == "multilabel")
 
 
 def blend_jobs(spec: dict, runs_dir: str | Path) -> tuple[list[dict], list[tuple]]:
@@ -278,7 +273,8 @@ def estimate_seconds(spec: dict, paths: list[str], n_images: int, runs_dir: str 
     """Seconds the blend's test inference takes on this machine for n_images: loading every model it uses (its
     folds, full-data models or both: blend_jobs), plus n_images times the time per image measured on `paths` (a
     few test images, after one untimed pass for lazy setup), each through every model with its TTA in one pass,
-    as predict_blend runs them. No test cache is read or written. Another machine (Kaggle's GPU) scales it by its speed."""
+    as predict_blend runs them. No test cache is read or written. Another machine (Kaggle's GPU) scales it by its
+    speed."""
     check_loader(batch_size, num_workers)
     dev = pick_device(device)
     start = time.perf_counter()
@@ -406,17 +402,28 @@ def write_blend_probs(report: BlendReport, comp: Competition, blend_path: Path, 
 def fold_test_probs(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
                     batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> list[np.ndarray]:
     """Per fold k, the blend (its weights or meta-model) of each experiment's fold-k test predictions: models
-    that never trained on fold k's rows. Read from the folds' test caches predict_blend just wrote."""
-    config = BlendConfig.from_blend(spec)
+    that never trained on fold k's rows. Read from the folds' test caches predict_blend just wrote (the fold
+    models of blend_jobs, whatever the blend's own `models`)."""
+    folds_only = {**spec, "config": {**spec["config"], "models": "folds"}}
+    used, jobs = blend_jobs(folds_only, runs_dir)
+    mine = by_model(jobs, predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers))
+    blender, config = blender_of(spec)
+    return [blender([mine[e["name"]]["fold"][k] for e in used], config, blend_task(spec) == "multilabel")
+            for k in range(used[0]["n_folds"])]
+
+
+def by_model(jobs: list[tuple], probs: list[np.ndarray]) -> dict[str, dict[str, list[np.ndarray]]]:
+    """{experiment: {'fold': [per fold], 'full': [its full-data model's]}}: blend_jobs' predictions by experiment."""
+    out: dict[str, dict[str, list]] = {}
+    for (name, kind, _), p in zip(jobs, probs):
+        out.setdefault(name, {}).setdefault(kind, []).append(p)
+    return out
+
+
+def blender_of(spec: dict) -> tuple[Blender, BlendConfig]:
+    """The fitted blend a blend.json holds (weights of the experiments it uses, or its meta-model), and its config."""
     used = [e for e in spec["experiments"] if e["weight"] > 0]
-    runs = blend_runs(spec, runs_dir)
-    n_folds = used[0]["n_folds"]
-    jobs = [(exp_dir(runs, e["name"]) / f"fold{k}", e["tta"], e["checkpoints"][k]) for k in range(n_folds)
-            for e in used]
-    probs = predict_folds(comp, jobs, device, batch_size, num_workers)
-    blender = Blender(np.array([e["weight"] for e in used]), spec.get("stack"))
-    return [blender(probs[k * len(used):(k + 1) * len(used)], config, blend_task(spec) == "multilabel")
-            for k in range(n_folds)]
+    return Blender(np.array([e["weight"] for e in used]), spec.get("stack")), BlendConfig.from_blend(spec)
 
 
 def exp_names(exps: list[str] | str) -> list[str]:

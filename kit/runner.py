@@ -112,7 +112,8 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     if not comp:
         raise KitError(f"{notebook} has no `comp` parameter and none was given: runs live under runs/<comp>/<exp>")
     runs = comp_runs(runs_dir, comp)
-    pending = sum(force or not is_complete(fold_dir(runs, exp, k)) for k in folds)  # what runs at once: no more
+    dirs = {k: fold_dir(runs, exp, k) for k in folds}
+    pending = sum(force or not is_complete(d) for d in dirs.values())  # the folds to run: no more run at once
     threads, why = threads_per_job(threads or int(params.get("threads", 0) or 0),
                                    max(1, min(len(slots) or jobs, pending)), backend)
     if threads and "threads" in names:
@@ -121,8 +122,7 @@ def run_folds(exp: str, folds: list[int], params: dict | None = None, notebook: 
     check_writable(runs_dir, "runs_dir")
     check_other_competition(exp_dir(runs, exp), comp, params.get("data_dir", names.get("data_dir")) or "data",
                             runs_dir)
-    dirs = {k: fold_dir(runs, exp, k) for k in folds}
-    if any(force or not is_complete(d) for d in dirs.values()):
+    if pending:
         check_kernel()  # a kernel that cannot start is reported before any fold folder is touched
     results, todo = {}, []
     with ExitStack() as held:
