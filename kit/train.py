@@ -38,7 +38,7 @@ from .models import create_model, cumulative_targets, eval_geometry, head_of, re
 from .paths import comp_runs, exp_dir, fold_dir, resolve
 from .rundir import CHECKPOINT, IMAGE_CACHE, RESERVED
 from .sam import SAM, sam_update
-from .tta import Job, auto_candidates, predict, predict_many, predict_models, split
+from .tta import Job, auto_candidates, cannot_run, predict, predict_many, predict_models, split
 
 
 @dataclass
@@ -192,6 +192,11 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
             rundir.remove_run_outputs(out)
         n_outputs, activation = head_of(fold.task, cfg.ordinal_head, len(fold.classes))
         model = create_model(cfg.model, n_outputs, cfg.pretrained, cfg.weights).to(fold.device)
+        fixed = () if cfg.tta == "auto" or cfg.full else (cfg.tta,)  # refused now, not after the epochs
+        for tta, why in cannot_run(model, dict.fromkeys(("none", *fixed)), fold.size, fold.device).items():
+            raise KitError(f"{cfg.model} cannot predict {f'the views of tta={tta!r} ' if tta != 'none' else ''}"
+                           f"at img_size {fold.size} ({why}); choose a larger img_size"
+                           f"{' or another tta' if tta != 'none' else ''}")
         mean, std = normalization(model)
         loaders = make_loaders(cfg, fold, mean, std)
         rundir.write_config(out, resolved(cfg, **fold.meta, skipped_images=loaders.skipped, mean=mean, std=std))
@@ -357,6 +362,11 @@ def predict_oof(state: TrainState, loaders: Loaders, fold: Fold, out: Path) -> F
     state.model.load_state_dict(best["model"])
     made_by = rundir.checkpoint_hash(out / CHECKPOINT)  # every OOF row names the checkpoint that predicted it
     ttas = auto_candidates(fold.meta["resize_resolved"]) if cfg.tta == "auto" else (cfg.tta,)
+    if cfg.tta == "auto":  # a view too small for the model is no candidate: the others still are
+        skipped = cannot_run(state.model, ttas, fold.size, fold.device)
+        for tta, why in skipped.items():
+            print(f"tta auto: no OOF with {tta!r}, {cfg.model} cannot predict its views at {fold.size} px ({why})")
+        ttas = tuple(t for t in ttas if t not in skipped)
     preds = predict_views(state, loaders, ttas, fold)
     ids, y = fold.table["id"][fold.is_val], rundir.encode_targets(fold.y[fold.is_val])
     oofs = {tta: rundir.oof_frame(ids, cfg.fold, y, with_uniform_rows(probs, loaders.val_ok), fold.classes, tta,

@@ -80,6 +80,24 @@ def views(tta: str) -> list:
     return list(ttach.Compose(PRESETS[preset])) if PRESETS[preset] else []
 
 
+def cannot_run(model: nn.Module, ttas, size: int, device: torch.device) -> dict[str, str]:
+    """{tta: why} for each of `ttas` with a view the model cannot run on a size x size image (a multiscale view
+    shrinks it below what a deep network's strides allow: a kernel larger than its input): one forward of a blank
+    image per view, in eval mode, so nothing the model holds changes."""
+    was_training, bad = model.training, {}
+    model.eval()
+    blank = torch.zeros(1, 3, size, size, device=device)
+    with torch.no_grad():
+        for tta in ttas:
+            try:
+                for view in views(tta) or [None]:
+                    model(view.augment_image(blank) if view else blank)
+            except RuntimeError as e:
+                bad[tta] = str(e).strip().splitlines()[0]
+    model.train(was_training)
+    return bad
+
+
 def check_tta(tta: str, height: int, width: int) -> None:
     """Refuse combinations that are geometrically invalid for the input."""
     if split(tta)[0] == "d4" and height != width:

@@ -495,3 +495,18 @@ def test_an_average_that_validates_worse_than_the_best_checkpoint_is_not_kept(ti
         r.dir / f"top-{best['epoch']:03d}.pt").exists() else None
     assert single is None  # the best stayed best.pt: nothing moved aside
     assert r.best_score == best["score"]
+
+
+def test_tta_auto_skips_a_preset_the_model_cannot_run_and_a_fixed_one_is_refused_before_training(fit_tiny, capsys):
+    """test_convnext at 32 px cannot run multiscale's smaller view: tta='auto' finishes the fold with the other
+    presets' OOF and says which it left out; tta='multiscale', or an img_size nothing runs at, is refused before
+    an epoch is spent."""
+    r = fit_tiny("cx", model="test_convnext", img_size=32, tta="auto")
+    assert "tta auto: no OOF with 'multiscale', test_convnext cannot predict its views at 32 px" in capsys.readouterr().out
+    names = {p.name for p in r.dir.glob("oof-*.csv")}
+    assert "oof-multiscale.csv" not in names and {"oof-none.csv", "oof-hflip.csv", "oof-d4.csv"} <= names
+    for tta, size, says in (("multiscale", 32, "cannot predict the views of tta='multiscale' at img_size 32"),
+                            ("auto", 16, "cannot predict at img_size 16")):
+        with pytest.raises(KitError, match=rf"test_convnext {says} \(.*\); choose a larger img_size"):
+            fit_tiny(f"cx-{tta}", model="test_convnext", img_size=size, tta=tta, epochs=2)
+        assert not (r.dir.parent.parent / f"cx-{tta}" / "fold0" / "history.csv").exists()

@@ -231,3 +231,21 @@ def test_tta_merges_the_per_grade_probabilities_of_the_views():
     assert got.shape == (5, 4)
     assert torch.allclose(got, (views_[0] + views_[1]) / 2, atol=1e-6)
     assert torch.allclose(got.sum(-1), torch.ones(5), atol=1e-6)
+
+
+def test_a_preset_whose_views_a_model_cannot_run_at_its_size_is_named_and_nothing_of_the_model_changes():
+    """timm's test_convnext downsamples 32 px to 1 px before a 2x2 kernel: multiscale's 0.875 view (28 px) does
+    not fit it, its other presets do; at 16 px nothing does. The probe leaves the mode, weights and BN stats as
+    they were."""
+    from kit.models import create_model
+    from kit.tta import cannot_run
+
+    model = create_model("test_convnext", 3)
+    bad = cannot_run(model, ("none", "hflip", "flips", "multiscale", "d4"), 32, torch.device("cpu"))
+    assert list(bad) == ["multiscale"] and "greater than actual input size" in bad["multiscale"]
+    assert list(cannot_run(model, ("none", "hflip"), 16, torch.device("cpu"))) == ["none", "hflip"]
+    resnet = create_model("test_resnet", 3).train()  # BatchNorm: a forward in train mode would move its stats
+    before = {k: v.clone() for k, v in resnet.state_dict().items()}
+    assert cannot_run(resnet, ("multiscale", "d4"), 16, torch.device("cpu")) == {} and resnet.training
+    assert all(torch.equal(v, before[k]) for k, v in resnet.state_dict().items())
+    assert cannot_run(resnet.eval(), ("none",), 16, torch.device("cpu")) == {} and not resnet.training
