@@ -52,6 +52,8 @@ class BlendConfig:
     fit_metric: str = "auto"  # what the weights are fitted on; auto: log loss (in rank space: metric)
     submission_kind: str = "auto"  # auto, label, probability: see submission.make_submission
     models: str = "folds"  # what predicts the test set: the fold models, the full-data models (kit fit-full), both
+    tta: str = "auto"  # auto: each experiment's best on OOF (chosen again inside the honest score); or one TTA
+    # name (a preset, optionally @<resize mode>) that every experiment uses, chosen by nobody
 
     def __post_init__(self):
         """Refused at construction, naming the setting, its value and the choices: a bad value never reaches
@@ -60,6 +62,13 @@ class BlendConfig:
         choose("space", self.space, SPACES)
         choose("submission_kind", self.submission_kind, SUBMISSION_KINDS)
         choose("models", self.models, MODELS)
+        if self.tta != "auto":
+            from .tta import split  # torch and ttach: only when a TTA is named
+
+            try:
+                split(self.tta)
+            except KitError as e:
+                raise KitError(f"blend tta={self.tta!r}: {e}") from None
         try:
             lookup(self.metric)
         except KitError as e:

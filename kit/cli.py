@@ -293,7 +293,7 @@ def cmd_blend(a):
     from .scorecard import decision_summary
 
     metric = blend_metric(a.metric, a.comp, a.exps, a.runs_dir)  # what the experiments were trained on, unless --metric
-    config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric, models=a.models)
+    config = BlendConfig(a.method, metric, a.space, a.power, a.rounds, a.fit_metric, models=a.models, tta=a.tta)
     done = blend_and_submit(a.comp, a.exps, config, a.blend_json, a.name, "submissions", a.data_dir, a.runs_dir,
                             a.device, a.submission_kind, a.batch_size, a.num_workers)
     if done.report:
@@ -372,43 +372,61 @@ def cmd_board(a):
 
 
 def cmd_demo(a):
-    """The whole day of SPEC.md on the embedded demo competition."""
-    from .demo import EXPERIMENTS, build_demo, leaderboard_score
-    from .io import read_json
+    """The whole day of SPEC.md on the embedded demo competition, then the moves beyond a blend."""
+    from .demo import EXPERIMENTS, best_row, build_demo, day_table, scored_row
+    from .io import write_csv
     from .notebook import run_notebook
-    from .paths import notebooks_dir, resolve
+    from .paths import comp_runs, notebooks_dir, resolve
     from .runner import run_folds
 
     check_n_folds(a.n_folds)
     t0 = time.time()
     nb = resolve("notebooks")
-    build_demo(a.data_dir, "demo", n=a.n)
+
+    def train(exp: str, params: dict) -> bool:
+        params = {**params, "comp": "demo", "data_dir": a.data_dir, **({"epochs": a.epochs} if a.epochs else {})}
+        summary = run_folds(exp, list(range(a.n_folds)), params, nb / "train_fold.py", a.runs_dir, force=True,
+                            jobs=a.jobs, on_status=StatusPrinter() if a.verbose else None)
+        if report_jobs(summary):
+            return False
+        print(f"[{time.time() - t0:5.0f}s] experiment {exp}: {a.n_folds} folds trained")
+        return True
+
+    build_demo(a.data_dir, "demo", n=a.n, renders=a.renders)
     print(f"[{time.time() - t0:5.0f}s] demo competition in {resolve(a.data_dir) / 'demo'}")
     run_notebook(nb / "eda.py", notebooks_dir(a.runs_dir, "demo") / "eda.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "n_folds": a.n_folds},
                  log=a.verbose)
     print(f"[{time.time() - t0:5.0f}s] EDA done, folds written")
-    for exp, params in EXPERIMENTS.items():
-        params = {**params, "comp": "demo", "data_dir": a.data_dir, **({"epochs": a.epochs} if a.epochs else {})}
-        summary = run_folds(f"demo-{exp}", list(range(a.n_folds)), params, nb / "train_fold.py", a.runs_dir,
-                            force=True, jobs=a.jobs, on_status=StatusPrinter() if a.verbose else None)
-        if report_jobs(summary):
-            return 1
-        print(f"[{time.time() - t0:5.0f}s] experiment demo-{exp}: {a.n_folds} folds trained")
+    if not all(train(f"demo-{exp}", params) for exp, params in EXPERIMENTS.items()):
+        return 1
     exps = [f"demo-{e}" for e in EXPERIMENTS]
     run_notebook(nb / "infer_ensemble.py", notebooks_dir(a.runs_dir, "demo") / "infer_ensemble.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "exps": exps, "name": "demo"},
                  log=a.verbose)
-    sub = resolve("submissions") / "demo.csv"
-    blend = read_json(sub.with_suffix(".blend.json"))
-    lb = leaderboard_score(sub, a.data_dir, "demo")
-    rows = [{"model": e["experiment"], "tta (chosen on OOF)": e["tta"], "weight": e["weight"],
-             "oof_accuracy_no_tta": e["oof_accuracy_no_tta"], "oof_accuracy": e["oof_accuracy"]}
-            for e in blend["scores"]]
-    rows.append({"model": "blend", "tta (chosen on OOF)": "", "weight": 1.0, "oof_accuracy": blend["oof_score"],
-                 "honest_oof_accuracy": blend["honest_score"], "leaderboard_accuracy": lb})
-    print(f"[{time.time() - t0:5.0f}s] submission {sub}\n")
-    print(pd.DataFrame(rows).round(4).fillna("").to_string(index=False))
+    print(f"[{time.time() - t0:5.0f}s] blended: submission {resolve('submissions') / 'demo.csv'}")
+    table = day_table(exps, a.data_dir, a.runs_dir)
+    metric = table.columns[3].removeprefix("oof_")
+    honest = f"honest_{metric}"
+    if a.pseudo:  # the best single experiment again, with the confident test rows of the best blend
+        teacher = best_row(table[table["row"].str.startswith(("blend", "stacking"))], honest)
+        student = best_row(table[table["row"].str.endswith(", TTA chosen on OOF")], honest)["row"].split(",")[0]
+        blend_json = resolve("submissions") / teacher["submission"].replace(".csv", ".blend.json")
+        if not train(f"{student}-pseudo", {**EXPERIMENTS[student.removeprefix("demo-")], "pseudo": str(blend_json)}):
+            return 1
+        moved = [f"{student}-pseudo" if e == student else e for e in exps]
+        table = pd.concat([table, pd.DataFrame([
+            scored_row(f"{student} + pseudo-labels ({teacher['row'].split(' (')[0]}'s)", [f"{student}-pseudo"],
+                       f"{student}-pseudo", metric, a.data_dir, a.runs_dir),
+            scored_row(f"stacking with {student}-pseudo", moved, "demo-stack-pseudo", metric, a.data_dir,
+                       a.runs_dir, method="stack")])], ignore_index=True)
+    saved = write_csv(table, comp_runs(a.runs_dir, "demo") / "day.csv")
+    print(f"[{time.time() - t0:5.0f}s] each row's submission and blend.json in {resolve('submissions')}; "
+          f"this table in {saved}\n")
+    print(table.round(4).to_string(index=False))
+    best = best_row(table, honest)
+    print(f"\nbest by the honest score (the leaderboard is not for choosing): {best['row']}, "
+          f"{honest} {best[honest]:.4f}, leaderboard_{metric} {best[f'leaderboard_{metric}']:.4f}")
     return 0
 
 
@@ -437,8 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-folds", type=int, default=5, help="folds of the cross-validation")
     s.add_argument("--n", type=int, default=0, help="use a stratified subset of n digits (0 = all 1,797)")
     s.add_argument("--epochs", type=int, default=0, help="override the demo experiments' epochs (0: theirs)")
+    s.add_argument("--renders", type=int, default=2,
+                   help="each digit rendered this many times, small, shifted, recoloured, on clutter, partly "
+                        "occluded and noisy: a demo with headroom (0: the plain digits, which every model nearly "
+                        "solves)")
     s.add_argument("--verbose", action="store_true", help="show the notebooks' output and the fold status table")
-    s.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    s.add_argument("--jobs", type=int, default=2,
+                   help="folds trained at once (2: on 2 CPU cores two one-threaded folds beat one two-threaded)")
+    s.add_argument("--no-pseudo", dest="pseudo", action="store_false",
+                   help="skip the last move: the best experiment trained again with pseudo-labels from the best "
+                        "blend's confident test predictions (minutes)")
 
     s = command(sub, "demo-data", cmd_demo_data, "write the demo competition to data/demo/ and its hidden labels",
                 where("data_dir"))
@@ -528,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default=b.models, choices=MODELS,
                    help="what predicts the test set: each experiment's fold models, its full-data model (kit "
                         "fit-full), or both (half each); TTA and weights are fitted on the folds' OOF either way")
+    s.add_argument("--tta", default=b.tta,
+                   help="auto: each experiment's TTA chosen on OOF (and again inside the honest score); or one TTA "
+                        "for every experiment, e.g. none, hflip, d4@squash")
     s.add_argument("--submission-kind", default="", choices=["", "auto", "label", "probability"],
                    help="a one-column target as labels or probabilities (default: auto, or the saved blend's)")
     s.add_argument("--blend-json", default="", help="apply a saved blend to the test set (no training data needed; "

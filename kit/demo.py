@@ -19,7 +19,7 @@ from .paths import resolve
 SOLUTION_DIR = "_leaderboard"  # beside the competitions, never read by the notebooks
 
 EXPERIMENTS = {  # `kit demo`'s experiments, tiny timm models: the demo must run in minutes on 2 CPU cores
-    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-3),
+    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-2),
     "resnet": dict(model="test_resnet", img_size=32, epochs=12, lr=3e-3),
 }
 
@@ -151,3 +151,54 @@ def leaderboard_score(submission: str | Path, data_dir: str | Path = "data", nam
     classes = ["0", "1"] if task == "binary" else [str(d) for d in range(10)]
     return grade(submission, solution_path, metric or own, task, classes,
                  "a digit class 0..9" if task != "binary" else "0 or 1", id_col="image_id", label_col="label")[1]
+
+
+def day_table(exps: list[str], data_dir: str | Path = "data", runs_dir: str | Path = "runs", name: str = "demo",
+              comp: str = "demo") -> pd.DataFrame:
+    """The demo's closing table: per row the OOF, honest and leaderboard score of each experiment alone without
+    TTA and with the TTA chosen on its OOF, the blend the infer notebook wrote (submissions/<name>.csv), and
+    stacking (a logistic regression on the experiments' log-probabilities), the cheap move beyond it.
+
+    Each row is a blend of its own, written as `kit blend` writes one (its `submission` column names it):
+    <exp>-none.csv, <exp>.csv, <name>-stack.csv, each with its blend.json. honest: what was chosen
+    (TTA, weights, the meta-model) fitted on the other folds and scored on the held-out one."""
+    from .infer import blend_metric
+
+    metric = blend_metric("", comp, exps, runs_dir)
+    rows = []
+    for e in exps:
+        rows.append(scored_row(f"{e}, no TTA", [e], f"{e}-none", metric, data_dir, runs_dir, comp, tta="none"))
+        rows.append(scored_row(f"{e}, TTA chosen on OOF", [e], e, metric, data_dir, runs_dir, comp))
+    blend = read_json(resolve("submissions") / f"{name}.blend.json")
+    method = blend["config"]["method"]
+    weights = ", ".join(f"{x['experiment']} {x['weight']:.2f}" for x in blend["scores"])
+    rows.append({"row": f"blend ({BLEND_NAMES.get(method, method)}: {weights})",
+                 "tta": ", ".join(x["tta"] for x in blend["scores"]), "submission": f"{name}.csv",
+                 f"oof_{metric}": blend["oof_score"], f"honest_{metric}": blend["honest_score"],
+                 f"leaderboard_{metric}": leaderboard_score(resolve("submissions") / f"{name}.csv", data_dir, comp,
+                                                            metric)})
+    rows.append(scored_row("stacking", exps, f"{name}-stack", metric, data_dir, runs_dir, comp, method="stack"))
+    return pd.DataFrame(rows)
+
+
+def scored_row(row: str, exps: list[str], out: str, metric: str, data_dir: str | Path = "data",
+               runs_dir: str | Path = "runs", comp: str = "demo", **config) -> dict:
+    """One row of day_table: the blend of `exps` with BlendConfig(metric, **config) written as
+    submissions/<out>.csv and .blend.json, its OOF and honest score, and its leaderboard score."""
+    from .blendconfig import BlendConfig
+    from .infer import blend_and_submit
+
+    done = blend_and_submit(comp, exps, BlendConfig(metric=metric, **config), name=out, data_dir=data_dir,
+                            runs_dir=runs_dir)
+    r = done.report
+    return {"row": row, "tta": ", ".join(r.scores["tta"]), "submission": done.path.name,
+            f"oof_{metric}": r.oof_score, f"honest_{metric}": r.honest_score,
+            f"leaderboard_{metric}": leaderboard_score(done.path, data_dir, comp, metric)}
+
+
+def best_row(rows: pd.DataFrame, honest: str) -> pd.Series:
+    """The row with the best honest score (higher is better: the demo's metrics are); ties: the first."""
+    return rows.loc[rows[honest].idxmax()]
+
+
+BLEND_NAMES = {"caruana": "Caruana", "slsqp": "SLSQP", "mean": "mean"}

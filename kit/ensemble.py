@@ -129,6 +129,19 @@ def load_tta_candidates(runs_dir: str | Path, exp: str, folds: pd.DataFrame) -> 
     return sorted(tried, key=lambda e: n_views(e.tta))
 
 
+def fixed_tta(candidates: list[Experiment], tta: str) -> list[Experiment]:
+    """All of an experiment's TTA candidates for tta='auto' (the blend picks on OOF); else the one named, which
+    the experiment must have current OOF predictions for."""
+    if tta == "auto":
+        return candidates
+    named = [c for c in candidates if c.tta == tta]
+    if not named:
+        raise KitError(f"experiment {candidates[0].name!r} has no current OOF predictions with tta={tta!r}, only "
+                       f"{[c.tta for c in candidates]}; train it with tta='auto' (every preset) or tta={tta!r}, "
+                       "or blend with tta='auto'")
+    return named
+
+
 def pick_tta(candidates: list[Experiment], y: np.ndarray, metric: str) -> Experiment:
     """The candidate that scores best on OOF; ties go to the earlier one (fewer views)."""
     return max(candidates, key=lambda e: score(metric, y, e.probs))

@@ -16,8 +16,8 @@ from .blendconfig import BlendConfig, blend_runs
 from .competition import Competition, load_competition, load_test_competition
 from .data import AUTO_WORKERS, SharedDecodeDataset, loader_workers, make_loader
 from .device import inference_dtype, pick_device
-from .ensemble import (HONEST_LEAK, Blender, check_compatible, fit_blender, honest_blend_score, load_tta_candidates,
-                       pick_tta, tta_scores)
+from .ensemble import (HONEST_LEAK, Blender, check_compatible, fit_blender, fixed_tta, honest_blend_score,
+                       load_tta_candidates, pick_tta, tta_scores)
 from .folds import folds_path, read_folds
 from .io import read_json, write_csv, write_json
 from .metrics import metric_value
@@ -167,12 +167,13 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
         raise KitError("no experiments to blend; pass exps=['exp_a', 'exp_b']")
     metric = config.metric
     runs = comp_runs(runs_dir, comp)
-    candidates = [load_tta_candidates(runs, e, folds) for e in exps]  # per experiment, fewest views first
+    tried = [load_tta_candidates(runs, e, folds) for e in exps]  # per experiment, fewest views first
+    candidates = [fixed_tta(c, config.tta) for c in tried]  # what the blend may choose from
     check_compatible([c[0] for c in candidates])
     y = oof_targets(candidates[0][0].oof, len(candidates[0][0].classes))
     fold = candidates[0][0].oof["fold"].to_numpy()
     loaded = [pick_tta(c, y, metric) for c in candidates]
-    tta_table = pd.concat([tta_scores(c, y, metric) for c in candidates], ignore_index=True)
+    tta_table = pd.concat([tta_scores(c, y, metric) for c in tried], ignore_index=True)
     preds = [e.probs for e in loaded]
     blender = fit_blender(preds, y, config)
     w = blender.weights

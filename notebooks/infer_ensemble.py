@@ -22,6 +22,7 @@ runs_dir = "runs"
 exps = ["exp0"]
 method = "caruana"  # caruana, slsqp, mean, or stack (a logistic regression on the experiments' log-probabilities)
 models = "folds"  # what predicts the test set: folds, full (the full-data models of kit fit-full), both
+tta = "auto"  # auto: each experiment's best TTA on OOF; or one for all of them: none, hflip, d4@squash...
 metric = ""  # empty: the metric the experiments were trained on; accuracy, qwk, roc_auc, f_beta:2, map@5...
 space = "prob"  # prob, logit, power, rank
 power = 2.0
@@ -42,7 +43,7 @@ from kit.blendconfig import BlendConfig
 from kit.infer import blend_and_submit, blend_metric
 
 metric = blend_metric(metric, comp, exps, runs_dir)  # as `kit blend` does
-config = BlendConfig(method, metric, space, power, rounds, fit_metric, models=models)
+config = BlendConfig(method, metric, space, power, rounds, fit_metric, models=models, tta=tta)
 done = blend_and_submit(comp, exps, config, blend_json, name, out_dir, data_dir, runs_dir, device, submission_kind,
                         batch_size, num_workers)
 report = done.report  # None with blend_json: no OOF to report on

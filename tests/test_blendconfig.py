@@ -19,6 +19,7 @@ from kit.io import read_json, write_json
     ({"power": "2"}, r"blend power='2' is not a positive number"),
     ({"rounds": 0}, r"blend rounds=0 is not a positive integer"),
     ({"rounds": 2.5}, r"blend rounds=2.5 is not a positive integer"),
+    ({"tta": "flip"}, r"blend tta='flip': unknown tta 'flip'; choose a preset"),
     ({"space": "rank"}, r"space='rank' .* metric='accuracy' reads probabilities"),
     ({"method": "slsqp", "fit_metric": "accuracy"}, r"method='slsqp' minimizes log loss.*fit_metric='accuracy'"),
 ])

@@ -80,3 +80,57 @@ def test_the_hard_demo_renders_each_digit_several_times_on_one_side_of_every_spl
     assert pd.read_csv(again / "train.csv", dtype=str).equals(train)  # deterministic
     with pytest.raises(KitError, match="renders single digits"):
         build_demo("data", name="ml", n=60, renders=2, task="multilabel")
+
+
+@pytest.mark.slow
+def test_kit_demo_ends_with_each_experiment_with_and_without_tta_the_blends_and_the_pseudo_move(project, capsys):
+    """`kit demo` on a slice of the hard demo, one epoch: the closing table's rows are each experiment without
+    TTA and with its TTA, the blend, stacking, the best experiment retrained with pseudo-labels from the best of
+    the two blends (by honest score) and stacking with it; each row's scores are those of the submission and
+    blend.json it names (leaderboard re-graded here), and the last line names the row with the best honest score."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from kit.cli import main
+    from kit.io import read_json
+
+    for nb in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"):
+        shutil.copy(nb, project / "notebooks")
+    assert main(["demo", "--n", "150", "--n-folds", "2", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert (project / "data" / "demo" / "train.csv").read_text().splitlines()[0].endswith("group")  # the hard demo
+    table = pd.read_csv(project / "runs" / "demo" / "day.csv")
+    assert out.endswith(f"\n\n{table.round(4).to_string(index=False)}\n\nbest by the honest score (the leaderboard "
+                        f"is not for choosing): {table.loc[table['honest_accuracy'].idxmax(), 'row']}, "
+                        f"honest_accuracy {table['honest_accuracy'].max():.4f}, leaderboard_accuracy "
+                        f"{table.loc[table['honest_accuracy'].idxmax(), 'leaderboard_accuracy']:.4f}\n")
+    assert table.columns.tolist() == ["row", "tta", "submission", "oof_accuracy", "honest_accuracy",
+                                      "leaderboard_accuracy"]
+    sub = project / "submissions"
+    for r in table.itertuples():
+        spec = read_json(sub / r.submission.replace(".csv", ".blend.json"))
+        assert (r.oof_accuracy, r.honest_accuracy) == (spec["oof_score"], spec["honest_score"]), r
+        assert r.leaderboard_accuracy == leaderboard_score(sub / r.submission), r
+        assert r.tta == ", ".join(x["tta"] for x in spec["scores"])
+    rows = table.set_index("submission")
+    assert table["submission"].tolist()[:6] == ["demo-effnet-none.csv", "demo-effnet.csv", "demo-resnet-none.csv",
+                                                "demo-resnet.csv", "demo.csv", "demo-stack.csv"]
+    for e in ("demo-effnet", "demo-resnet"):
+        none, chosen = rows.loc[f"{e}-none.csv"], rows.loc[f"{e}.csv"]
+        assert (none["row"], chosen["row"]) == (f"{e}, no TTA", f"{e}, TTA chosen on OOF")
+        assert none["tta"] == "none" and none["oof_accuracy"] == pytest.approx(none["honest_accuracy"])
+        spec = read_json(sub / f"{e}.blend.json")
+        assert none["oof_accuracy"] == spec["scores"][0]["oof_accuracy_no_tta"]  # chosen among none and others
+    assert re.fullmatch(r"blend \(Caruana: demo-effnet \d\.\d\d, demo-resnet \d\.\d\d\)", rows.loc["demo.csv", "row"])
+    assert read_json(sub / "demo-stack.blend.json")["config"]["method"] == "stack"
+    blends = rows.loc[["demo.csv", "demo-stack.csv"], "honest_accuracy"]
+    teacher = blends.index[blends.argmax()]  # ties: the first
+    singles = rows.loc[["demo-effnet.csv", "demo-resnet.csv"], "honest_accuracy"]
+    student = singles.index[singles.argmax()].removesuffix(".csv")
+    config = read_json(project / "runs" / "demo" / f"{student}-pseudo" / "fold0" / "config.json")
+    assert config["pseudo"] == str(sub / teacher.replace(".csv", ".blend.json"))
+    assert table["submission"].tolist()[6:] == [f"{student}-pseudo.csv", "demo-stack-pseudo.csv"]
+    stacked = read_json(sub / "demo-stack-pseudo.blend.json")
+    assert stacked["config"]["method"] == "stack" and sorted(e["name"] for e in stacked["experiments"]) == sorted(
+        f"{e}-pseudo" if e == student else e for e in ("demo-effnet", "demo-resnet"))

@@ -126,6 +126,32 @@ def test_honest_score_chooses_the_tta_inside_the_cross_fit(tiny_comp, project):
     assert "best epoch" in r.honest_leak and r.blend["honest_leak"] == r.honest_leak
 
 
+def test_a_tta_named_for_the_blend_is_used_and_not_chosen(tiny_comp, project, capsys):
+    """The folds of test_honest_score_chooses_the_tta_inside_the_cross_fit, blended with --tta hflip: hflip's own
+    OOF (right on folds 0 and 2) in-sample and honest alike, for nothing is chosen; its test predictions are
+    hflip's. A preset the experiment has no OOF for is refused before anything is written."""
+    folds = read_folds(folds_path(tiny_comp))
+    classes = classes_of(tiny_comp)
+
+    def oofs(k, y):
+        right, wrong = np.eye(len(classes))[y], np.eye(len(classes))[(y + 1) % len(classes)]
+        return {"none": right if k in (0, 1) else wrong, "hflip": right if k in (0, 2) else wrong}
+
+    fake_experiment(project / "runs" / "demo", "m", folds, classes, oofs)
+    assert main(["blend", "--exps", "m", "--name", "h", "--tta", "hflip", "--device", "cpu"]) == 0
+    spec = read_json(project / "submissions" / "h.blend.json")
+    share = np.mean(folds["fold"].isin([0, 2]))
+    assert spec["config"]["tta"] == "hflip" and [e["tta"] for e in spec["experiments"]] == ["hflip"]
+    assert spec["oof_score"] == pytest.approx(share) and spec["honest_score"] == pytest.approx(share)
+    assert sorted(p.name for p in (project / "runs" / "demo" / "m" / "fold0").glob("test*")) == ["test_hflip.csv"]
+    assert spec["scores"][0]["oof_accuracy_no_tta"] == pytest.approx(np.mean(folds["fold"].isin([0, 1])))
+    capsys.readouterr()
+    assert main(["blend", "--exps", "m", "--name", "d", "--tta", "d4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "experiment 'm' has no current OOF predictions with tta='d4', only ['none', 'hflip']" in err
+    assert not (project / "submissions" / "d.csv").exists()
+
+
 def test_oof_left_by_an_earlier_run_with_another_tta_is_not_ranked(tiny_comp, project):
     """Fold 1 was rerun with tta='hflip' after a tta='auto' run: its oof-none.csv (perfect) is the old
     checkpoint's and must not be chosen next to the new hflip OOF."""

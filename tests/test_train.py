@@ -502,7 +502,8 @@ def test_tta_auto_skips_a_preset_the_model_cannot_run_and_a_fixed_one_is_refused
     presets' OOF and says which it left out; tta='multiscale', or an img_size nothing runs at, is refused before
     an epoch is spent."""
     r = fit_tiny("cx", model="test_convnext", img_size=32, tta="auto")
-    assert "tta auto: no OOF with 'multiscale', test_convnext cannot predict its views at 32 px" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tta auto: no OOF with 'multiscale', test_convnext cannot predict its views at 32 px" in out
     names = {p.name for p in r.dir.glob("oof-*.csv")}
     assert "oof-multiscale.csv" not in names and {"oof-none.csv", "oof-hflip.csv", "oof-d4.csv"} <= names
     for tta, size, says in (("multiscale", 32, "cannot predict the views of tta='multiscale' at img_size 32"),
