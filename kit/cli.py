@@ -161,7 +161,7 @@ def check_n_folds(n: int) -> int:
 def cmd_demo_data(a):
     from .demo import build_demo
 
-    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n, task=a.task, renders=a.renders)}")
+    print(f"wrote {build_demo(a.data_dir, a.name, n=a.n, task=a.task, renders=a.renders, test_renders=a.test_renders)}")
 
 
 def cmd_folds(a):
@@ -373,7 +373,7 @@ def cmd_board(a):
 
 def cmd_demo(a):
     """The whole day of SPEC.md on the embedded demo competition, then the moves beyond a blend."""
-    from .demo import EXPERIMENTS, best_row, build_demo, day_table, scored_row
+    from .demo import EXPERIMENTS, best_row, build_demo, confident_rows, day_table, pseudo_pair, scored_row
     from .io import write_csv
     from .notebook import run_notebook
     from .paths import comp_runs, notebooks_dir, resolve
@@ -392,7 +392,7 @@ def cmd_demo(a):
         print(f"[{time.time() - t0:5.0f}s] experiment {exp}: {a.n_folds} folds trained")
         return True
 
-    build_demo(a.data_dir, "demo", n=a.n, renders=a.renders)
+    build_demo(a.data_dir, "demo", n=a.n, renders=a.renders, test_renders=a.test_renders)
     print(f"[{time.time() - t0:5.0f}s] demo competition in {resolve(a.data_dir) / 'demo'}")
     run_notebook(nb / "eda.py", notebooks_dir(a.runs_dir, "demo") / "eda.ipynb",
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "n_folds": a.n_folds},
@@ -409,17 +409,24 @@ def cmd_demo(a):
     metric = table.columns[3].removeprefix("oof_")
     honest = f"honest_{metric}"
     if a.pseudo:  # the best single experiment again, with the confident test rows of the best blend
-        teacher = best_row(table[table["row"].str.startswith(("blend", "stacking"))], honest)
-        student = best_row(table[table["row"].str.endswith(", TTA chosen on OOF")], honest)["row"].split(",")[0]
+        teacher, student = pseudo_pair(table, honest)
         blend_json = resolve("submissions") / teacher["submission"].replace(".csv", ".blend.json")
-        if not train(f"{student}-pseudo", {**EXPERIMENTS[student.removeprefix("demo-")], "pseudo": str(blend_json)}):
-            return 1
-        moved = [f"{student}-pseudo" if e == student else e for e in exps]
-        table = pd.concat([table, pd.DataFrame([
-            scored_row(f"{student} + pseudo-labels ({teacher['row'].split(' (')[0]}'s)", [f"{student}-pseudo"],
-                       f"{student}-pseudo", metric, a.data_dir, a.runs_dir),
-            scored_row(f"stacking with {student}-pseudo", moved, "demo-stack-pseudo", metric, a.data_dir,
-                       a.runs_dir, method="stack")])], ignore_index=True)
+        sure = confident_rows(blend_json, a.pseudo_threshold, a.n_folds, "demo", a.data_dir)
+        print(f"[{time.time() - t0:5.0f}s] pseudo-labels from {teacher['submission']}: {', '.join(map(str, sure))} "
+              f"test images at >= {a.pseudo_threshold} for the students of folds 0..{a.n_folds - 1}")
+        if not any(sure):  # the student would train on what it trained on: no move to show
+            print(f"no test image reaches --pseudo-threshold {a.pseudo_threshold}: the pseudo-label move is left out")
+        else:
+            params = {**EXPERIMENTS[student.removeprefix("demo-")], "pseudo": str(blend_json),
+                      "pseudo_threshold": a.pseudo_threshold}
+            if not train(f"{student}-pseudo", params):
+                return 1
+            moved = [f"{student}-pseudo" if e == student else e for e in exps]
+            table = pd.concat([table, pd.DataFrame([
+                scored_row(f"{student} + pseudo-labels ({teacher['row'].split(' (')[0]}'s)", [f"{student}-pseudo"],
+                           f"{student}-pseudo", metric, a.data_dir, a.runs_dir),
+                scored_row(f"stacking with {student}-pseudo", moved, "demo-stack-pseudo", metric, a.data_dir,
+                           a.runs_dir, method="stack")])], ignore_index=True)
     saved = write_csv(table, comp_runs(a.runs_dir, "demo") / "day.csv")
     print(f"[{time.time() - t0:5.0f}s] each row's submission and blend.json in {resolve('submissions')}; "
           f"this table in {saved}\n")
@@ -459,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each digit rendered this many times, small, shifted, recoloured, on clutter, partly "
                         "occluded and noisy: a demo with headroom (0: the plain digits, which every model nearly "
                         "solves)")
+    s.add_argument("--test-renders", type=int, default=4,
+                   help="each test digit rendered this many times (with --renders > 0): a leaderboard of 1,440 "
+                        "images, for the cost of inference")
+    s.add_argument("--pseudo-threshold", type=float, default=TrainConfig.pseudo_threshold,
+                   help="the pseudo-label move's threshold: test images whose blended top probability reaches it")
     s.add_argument("--verbose", action="store_true", help="show the notebooks' output and the fold status table")
     s.add_argument("--jobs", type=int, default=2,
                    help="folds trained at once (2: on 2 CPU cores two one-threaded folds beat one two-threaded)")
@@ -477,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the hard demo: each digit rendered this many times, small, shifted, recoloured, on clutter, "
                         "partly occluded and noisy, grouped so that renderings of one digit share a side of every "
                         "split (0: the plain digits)")
+    s.add_argument("--test-renders", type=int, default=0,
+                   help="each test digit rendered this many times (0: as --renders): a larger leaderboard")
 
     s = command(sub, "folds", cmd_folds, "write folds.csv once for a competition",
                 where("comp", "data_dir", "runs_dir"))

@@ -19,7 +19,7 @@ from .paths import resolve
 SOLUTION_DIR = "_leaderboard"  # beside the competitions, never read by the notebooks
 
 EXPERIMENTS = {  # `kit demo`'s experiments, tiny timm models: the demo must run in minutes on 2 CPU cores
-    "effnet": dict(model="test_efficientnet", img_size=32, epochs=12, lr=3e-2),
+    "effnet": dict(model="test_efficientnet", img_size=32, epochs=20, lr=3e-2),  # slower to learn than the resnet
     "resnet": dict(model="test_resnet", img_size=32, epochs=12, lr=3e-3),
 }
 
@@ -30,7 +30,7 @@ TASKS = {"multiclass": ("accuracy", "0"), "binary": ("roc_auc", "0.5"), "ordinal
 
 
 def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32, test_frac: float = 0.2,
-               n: int = 0, seed: int = 0, task: str = "multiclass", renders: int = 0) -> Path:
+               n: int = 0, seed: int = 0, task: str = "multiclass", renders: int = 0, test_renders: int = 0) -> Path:
     """Write data/<name>/ (train.csv, train/, test/, sample_submission.csv) and the hidden solution, for one
     of TASKS: multiclass (the digit), binary (digit >= 5, a probability scored by AUC), ordinal (the digit's
     value, scored by QWK) or multilabel (which digits appear, on two digits side by side, mean F1).
@@ -39,6 +39,7 @@ def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32
     renders > 0: the hard demo, each digit rendered that many times (hard_render: smaller, shifted, recoloured,
     on clutter of faint other digits, partly occluded, noisy), with a `group` column naming the digit, so that
     all renderings of one digit stay on one side of the train/test split and of every fold (group folds).
+    test_renders: each test digit's renderings, if not `renders`: a larger leaderboard costs only inference.
     """
     if task not in TASKS:
         raise KitError(f"demo task={task!r}; use one of {list(TASKS)}")
@@ -62,12 +63,14 @@ def build_demo(data_dir: str | Path = "data", name: str = "demo", size: int = 32
             raise KitError("the hard demo (renders > 0) renders single digits: use it with multiclass, binary or "
                            "ordinal")
         draw = np.random.default_rng(seed + 2)
-        ids = [f"{i:06x}" for i in rng.choice(16**6, size=len(idx) * renders, replace=False)]
+        times = {"train": renders, "test": test_renders or renders}
+        ids = iter(f"{i:06x}" for i in rng.choice(16**6, size=len(tr) * times["train"] + len(te) * times["test"],
+                                                  replace=False))
         rows = {"train": [], "test": []}
         for sub, part in (("train", tr), ("test", te)):
             for i in part:
-                for r in range(renders):
-                    image_id = ids[np.flatnonzero(idx == i)[0] * renders + r]
+                for _ in range(times[sub]):
+                    image_id = next(ids)
                     hard_render(images[i], size, draw, digits.images).save(root / sub / f"{image_id}.png")
                     rows[sub].append((image_id, labels[i], id_of[i]))
         train = pd.DataFrame(rows["train"], columns=["image_id", "label", "group"])
@@ -194,6 +197,27 @@ def scored_row(row: str, exps: list[str], out: str, metric: str, data_dir: str |
     return {"row": row, "tta": ", ".join(r.scores["tta"]), "submission": done.path.name,
             f"oof_{metric}": r.oof_score, f"honest_{metric}": r.honest_score,
             f"leaderboard_{metric}": leaderboard_score(done.path, data_dir, comp, metric)}
+
+
+def confident_rows(blend_json: str | Path, threshold: float, n_folds: int, comp: str = "demo",
+                   data_dir: str | Path = "data") -> list[int]:
+    """Per fold k, how many test images a pseudo-label student of fold k would add at `threshold`: counted by
+    kit.teacher.pseudo_labels itself, the rule training applies."""
+    from .competition import load_competition
+    from .teacher import pseudo_labels
+
+    test = load_competition(comp, data_dir).test
+    classes = read_json(blend_json)["classes"]
+    return [len(pseudo_labels(str(blend_json), test, classes, threshold, False, fold=k)[0]) for k in range(n_folds)]
+
+
+def pseudo_pair(table: pd.DataFrame, honest: str) -> tuple[pd.Series, str]:
+    """The pseudo-label move's teacher (the blend or stacking row with the best honest score) and student (the
+    experiment whose TTA-chosen row has the best honest score): chosen on honest scores only, never on the
+    in-sample OOF or the leaderboard."""
+    teacher = best_row(table[table["row"].str.startswith(("blend", "stacking"))], honest)
+    student = best_row(table[table["row"].str.endswith(", TTA chosen on OOF")], honest)["row"].split(",")[0]
+    return teacher, student
 
 
 def best_row(rows: pd.DataFrame, honest: str) -> pd.Series:

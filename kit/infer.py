@@ -150,6 +150,9 @@ class BlendReport:
     honest_leak: str = HONEST_LEAK  # what the honest score still does not hold out
     oof_rows: pd.DataFrame | None = None  # id and fold of each row of oof_probs (and y)
     teacher_oof: np.ndarray | None = None  # what <name>.oof.csv holds: oof_probs, a stack's cross-fitted ones
+    # per fold k, the blend (weights or meta-model) refitted on the other folds' OOF rows of the experiments it uses,
+    # with their chosen TTA: what blends fold k's test predictions for a student of fold k (<name>.test-fold<k>.csv)
+    fold_blenders: list[Blender] | None = None
 
 
 def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | str, runs_dir: str | Path = "runs",
@@ -183,6 +186,9 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     crossfit = np.zeros_like(oof_probs) if config.method == "stack" else None
     honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes,
                                         crossfit)
+    # a pseudo-label student of fold k must not learn fold k's labels through its teacher's weights or meta-model
+    fold_blenders = [fit_blender([p[fold != k] for p, wi in zip(preds, w) if wi > 0], y[fold != k], config)
+                     for k in range(int(folds["fold"].max()) + 1)]
     n_folds = int(folds["fold"].max()) + 1
     no_tta = [tta_table[(tta_table["experiment"] == e) & (tta_table["tta"] == "none")][f"oof_{metric}"] for e in exps]
     scores = pd.DataFrame({"experiment": exps, "tta": [e.tta for e in loaded],
@@ -203,7 +209,7 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
                        make_submission(comp, decided(test_probs, spec), config.submission_kind),
                        loaded[0].classes, spec, config, fit_metric=config.objective,
                        oof_rows=loaded[0].oof[["id", "fold"]].reset_index(drop=True),
-                       teacher_oof=oof_probs if crossfit is None else crossfit)
+                       teacher_oof=oof_probs if crossfit is None else crossfit, fold_blenders=fold_blenders)
 
 
 def full_model(runs: Path, exp: str, config: BlendConfig) -> dict:
@@ -381,7 +387,7 @@ def blend_and_submit(comp: str | Path, exps: list[str] | str = (), config: Blend
     path = write_submission(sub, c, resolve(out_dir) / f"{name}.csv")
     blend_path = write_json(spec, path.with_suffix(".blend.json"))
     if report is not None:  # what distillation (OOF) and pseudo-labels (test) train on: kit.teacher
-        per_fold = fold_test_probs(c, spec, runs_dir, device, batch_size, num_workers)
+        per_fold = fold_test_probs(c, spec, runs_dir, device, batch_size, num_workers, report.fold_blenders)
         write_blend_probs(report, c, blend_path, per_fold)
     return Submitted(c, sub, path, blend_path, spec, report)
 
@@ -401,15 +407,18 @@ def write_blend_probs(report: BlendReport, comp: Competition, blend_path: Path, 
 
 
 def fold_test_probs(comp: Competition, spec: dict, runs_dir: str | Path = "runs", device: str = "auto",
-                    batch_size: int = 128, num_workers: int = AUTO_WORKERS) -> list[np.ndarray]:
-    """Per fold k, the blend (its weights or meta-model) of each experiment's fold-k test predictions: models
-    that never trained on fold k's rows. Read from the folds' test caches predict_blend just wrote (the fold
-    models of blend_jobs, whatever the blend's own `models`)."""
+                    batch_size: int = 128, num_workers: int = AUTO_WORKERS,
+                    blenders: list[Blender] | None = None) -> list[np.ndarray]:
+    """Per fold k, the blend of each experiment's fold-k test predictions: models that never trained on fold k's
+    rows, blended by blenders[k] (BlendReport.fold_blenders: weights or meta-model fitted on the other folds, so
+    fold k's labels reach a student of fold k through neither), else by the blend's own. Read from the folds'
+    test caches predict_blend just wrote (the fold models of blend_jobs, whatever the blend's own `models`)."""
     folds_only = {**spec, "config": {**spec["config"], "models": "folds"}}
     used, jobs = blend_jobs(folds_only, runs_dir)
     mine = by_model(jobs, predict_folds(comp, [j for _, _, j in jobs], device, batch_size, num_workers))
     blender, config = blender_of(spec)
-    return [blender([mine[e["name"]]["fold"][k] for e in used], config, blend_task(spec) == "multilabel")
+    return [(blenders[k] if blenders else blender)([mine[e["name"]]["fold"][k] for e in used], config,
+                                                   blend_task(spec) == "multilabel")
             for k in range(used[0]["n_folds"])]
 
 

@@ -76,8 +76,10 @@ def pseudo_labels(blend_json: str, test: pd.DataFrame, classes: list[str], thres
                   smoothing: float = 0.0, fold: int | None = None) -> tuple[list[str], np.ndarray]:
     """(paths, (M, K) targets) of the test images whose blended top probability is at least `threshold`: the
     blend's probabilities (soft), or its top class smoothed like a label. fold k: the blend of the experiments'
-    fold-k models only, which never trained on fold k's rows, so a student validated on fold k learns nothing of
-    them through the test images (its OOF stays honest); None (a full-data student): the blend of every model."""
+    fold-k models only, which never trained on fold k's rows, with weights or meta-model fitted on the other folds'
+    OOF rows, so a student validated on fold k learns nothing of them through the test images (its OOF stays
+    honest, but for the choice of TTA and of the experiments the blend uses); None (a full-data student): the
+    blend of every model."""
     path = blend_test_path(blend_json, fold)
     table = read_probs(path, classes, "pseudo").set_index("id")
     absent = test["id"][~test["id"].isin(table.index)]

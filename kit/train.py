@@ -188,15 +188,16 @@ def fit_fold(cfg: TrainConfig) -> FoldResult:
             raise KitError(f"{out} is a finished fold without last.pt (keep_last=False drops it): nothing to resume. "
                            f"Use its outputs as they are, or train it afresh with resume=False "
                            f"({rundir.retrain_command(out)}); nothing was removed")
-        if last is None:
-            rundir.remove_run_outputs(out)
         n_outputs, activation = head_of(fold.task, cfg.ordinal_head, len(fold.classes))
         model = create_model(cfg.model, n_outputs, cfg.pretrained, cfg.weights).to(fold.device)
         fixed = () if cfg.tta == "auto" or cfg.full else (cfg.tta,)  # refused now, not after the epochs
         for tta, why in cannot_run(model, dict.fromkeys(("none", *fixed)), fold.size, fold.device).items():
+            # before any removal: a refused run leaves the fold's earlier outputs as they were
             raise KitError(f"{cfg.model} cannot predict {f'the views of tta={tta!r} ' if tta != 'none' else ''}"
-                           f"at img_size {fold.size} ({why}); choose a larger img_size"
-                           f"{' or another tta' if tta != 'none' else ''}")
+                           f"at img_size {fold.size} ({why}); choose a larger "
+                           f"img_size{' or another tta' if tta != 'none' else ''}; nothing of {out} was removed")
+        if last is None:
+            rundir.remove_run_outputs(out)
         mean, std = normalization(model)
         loaders = make_loaders(cfg, fold, mean, std)
         rundir.write_config(out, resolved(cfg, **fold.meta, skipped_images=loaders.skipped, mean=mean, std=std))

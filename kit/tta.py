@@ -82,7 +82,8 @@ def views(tta: str) -> list:
 
 def cannot_run(model: nn.Module, ttas, size: int, device: torch.device) -> dict[str, str]:
     """{tta: why} for each of `ttas` with a view the model cannot run on a size x size image (a multiscale view
-    shrinks it below what a deep network's strides allow: a kernel larger than its input): one forward of a blank
+    shrinks it below what a deep network's strides allow: a kernel larger than its input; or to a side a ViT's
+    patch size or a Swin's window does not divide, or that a fixed-size ViT does not take): one forward of a blank
     image per view, in eval mode, so nothing the model holds changes."""
     was_training, bad = model.training, {}
     model.eval()
@@ -92,8 +93,12 @@ def cannot_run(model: nn.Module, ttas, size: int, device: torch.device) -> dict[
             try:
                 for view in views(tta) or [None]:
                     model(view.augment_image(blank) if view else blank)
-            except RuntimeError as e:
-                bad[tta] = str(e).strip().splitlines()[0]
+            except torch.cuda.OutOfMemoryError:  # the device is full, not the view too small: say that instead
+                model.train(was_training)
+                raise
+            except (RuntimeError, AssertionError, ValueError) as e:  # conv shape checks raise RuntimeError; timm's
+                # ViT, DeiT, Swin, MaxViT assert their input size (patch size, window, a fixed img_size)
+                bad[tta] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     model.train(was_training)
     return bad
 

@@ -546,6 +546,22 @@ def test_a_stacked_blend_is_saved_with_its_meta_model_and_applied_alone(tiny_com
     teacher = pd.read_csv(oof_probs_path(fitted.blend_path), dtype={"id": str})[classes_of(tiny_comp)].to_numpy()
     assert np.allclose(teacher, fitted.report.teacher_oof) and not np.allclose(teacher, fitted.report.oof_probs)
     assert np.allclose(teacher.sum(1), 1)
+    # its per-fold test rows (what a pseudo-label student of fold k learns) too: fold k's test predictions through a
+    # meta-model fitted on the other folds, which never saw fold k's labels
+    from kit.ensemble import apply_stack, fit_stack, load_oof
+    from kit.infer import predict_folds
+    from kit.teacher import blend_test_path
+
+    folds = fitted.report.oof_rows["fold"].to_numpy()
+    oof = [load_oof(project / "runs" / "demo", e, read_folds(folds_path(tiny_comp)), x["tta"]).probs
+           for e, x in zip(["m", "n"], spec["experiments"])]
+    for f in range(int(folds.max()) + 1):
+        test = predict_folds(tiny_comp, [(project / "runs" / "demo" / e / f"fold{f}", x["tta"], "")
+                                         for e, x in zip(["m", "n"], spec["experiments"])], "cpu")
+        meta = fit_stack([p[folds != f] for p in oof], fitted.report.y[folds != f])
+        taught = pd.read_csv(blend_test_path(fitted.blend_path, f), dtype={"id": str})[classes_of(tiny_comp)]
+        assert np.allclose(taught.to_numpy(), apply_stack(test, meta), atol=1e-6), f
+        assert not np.allclose(taught.to_numpy(), apply_stack(test, spec["stack"]), atol=1e-6), f
 
 
 def test_a_symlinked_competition_folder_keeps_its_runs_under_the_name_it_is_called_by(project, fit_tiny):

@@ -497,6 +497,16 @@ def test_an_average_that_validates_worse_than_the_best_checkpoint_is_not_kept(ti
     assert r.best_score == best["score"]
 
 
+def test_a_tta_refused_before_training_leaves_the_folds_earlier_run_in_place(fit_tiny):
+    """A fresh start (resume=False, what run-folds --force passes) whose tta the model cannot run is refused
+    before it removes anything: the finished fold's checkpoint and OOF stay."""
+    r = fit_tiny("cx", model="test_convnext", img_size=32, tta="auto")
+    before = sorted(p.name for p in r.dir.iterdir())
+    with pytest.raises(KitError, match="cannot predict the views of tta='multiscale'"):
+        fit_tiny("cx", model="test_convnext", img_size=32, tta="multiscale", resume=False)
+    assert sorted(p.name for p in r.dir.iterdir()) == before
+
+
 def test_tta_auto_skips_a_preset_the_model_cannot_run_and_a_fixed_one_is_refused_before_training(fit_tiny, capsys):
     """test_convnext at 32 px cannot run multiscale's smaller view: tta='auto' finishes the fold with the other
     presets' OOF and says which it left out; tta='multiscale', or an img_size nothing runs at, is refused before
@@ -511,3 +521,15 @@ def test_tta_auto_skips_a_preset_the_model_cannot_run_and_a_fixed_one_is_refused
         with pytest.raises(KitError, match=rf"test_convnext {says} \(.*\); choose a larger img_size"):
             fit_tiny(f"cx-{tta}", model="test_convnext", img_size=size, tta=tta, epochs=2)
         assert not (r.dir.parent.parent / f"cx-{tta}" / "fold0" / "history.csv").exists()
+
+
+def test_tta_auto_skips_the_views_a_vit_asserts_on_and_a_vit_size_it_does_not_take_is_refused(fit_tiny):
+    """timm's ViTs assert their input (AssertionError, not RuntimeError): test_vit at 32 px runs 'none' but not
+    multiscale's 28 px view (not a multiple of its 16 px patch); at 24 px it runs nothing."""
+    r = fit_tiny("v", model="test_vit", img_size=32, tta="auto")
+    names = {p.name for p in r.dir.glob("oof-*.csv")}
+    assert "oof-multiscale.csv" not in names and "oof-none.csv" in names
+    with pytest.raises(KitError, match="test_vit cannot predict the views of tta='multiscale' at img_size 32"):
+        fit_tiny("v2", model="test_vit", img_size=32, tta="multiscale", epochs=2)
+    with pytest.raises(KitError, match="test_vit cannot predict at img_size 24"):
+        fit_tiny("v3", model="test_vit", img_size=24, epochs=2)
