@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import KitError
+from .config import check_tta
 from .metrics import lookup
 from .paths import check_name, comp_runs
 from .submission import SUBMISSION_KINDS
@@ -62,13 +63,10 @@ class BlendConfig:
         choose("space", self.space, SPACES)
         choose("submission_kind", self.submission_kind, SUBMISSION_KINDS)
         choose("models", self.models, MODELS)
-        if self.tta != "auto":
-            from .tta import split  # torch and ttach: only when a TTA is named
-
-            try:
-                split(self.tta)
-            except KitError as e:
-                raise KitError(f"blend tta={self.tta!r}: {e}") from None
+        try:
+            check_tta(self.tta)  # the train config's own rule: 'auto' or a TTA name
+        except KitError as e:
+            raise KitError(f"blend tta={self.tta!r}: {e}") from None
         try:
             lookup(self.metric)
         except KitError as e:

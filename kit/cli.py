@@ -374,6 +374,7 @@ def cmd_board(a):
 def cmd_demo(a):
     """The whole day of SPEC.md on the embedded demo competition, then the moves beyond a blend."""
     from .demo import EXPERIMENTS, best_row, build_demo, confident_rows, day_table, pseudo_pair, scored_row
+    from .infer import blend_metric
     from .io import write_csv
     from .notebook import run_notebook
     from .paths import comp_runs, notebooks_dir, resolve
@@ -405,8 +406,8 @@ def cmd_demo(a):
                  {"comp": "demo", "data_dir": a.data_dir, "runs_dir": a.runs_dir, "exps": exps, "name": "demo"},
                  log=a.verbose)
     print(f"[{time.time() - t0:5.0f}s] blended: submission {resolve('submissions') / 'demo.csv'}")
-    table = day_table(exps, a.data_dir, a.runs_dir)
-    metric = table.columns[3].removeprefix("oof_")
+    metric = blend_metric("", "demo", exps, a.runs_dir)  # what the experiments were trained on
+    table = day_table(exps, metric, a.data_dir, a.runs_dir)
     honest = f"honest_{metric}"
     if a.pseudo:  # the best single experiment again, with the confident test rows of the best blend
         teacher, student = pseudo_pair(table, honest)

@@ -156,30 +156,26 @@ def leaderboard_score(submission: str | Path, data_dir: str | Path = "data", nam
                  "a digit class 0..9" if task != "binary" else "0 or 1", id_col="image_id", label_col="label")[1]
 
 
-def day_table(exps: list[str], data_dir: str | Path = "data", runs_dir: str | Path = "runs", name: str = "demo",
-              comp: str = "demo") -> pd.DataFrame:
-    """The demo's closing table: per row the OOF, honest and leaderboard score of each experiment alone without
-    TTA and with the TTA chosen on its OOF, the blend the infer notebook wrote (submissions/<name>.csv), and
-    stacking (a logistic regression on the experiments' log-probabilities), the cheap move beyond it.
+def day_table(exps: list[str], metric: str, data_dir: str | Path = "data", runs_dir: str | Path = "runs",
+              name: str = "demo", comp: str = "demo") -> pd.DataFrame:
+    """The demo's closing table: per row the OOF, honest and leaderboard score (in `metric`) of each experiment
+    alone without TTA and with the TTA chosen on its OOF, the blend the infer notebook wrote
+    (submissions/<name>.csv), and stacking (a logistic regression on the experiments' log-probabilities), the
+    cheap move beyond it.
 
     Each row is a blend of its own, written as `kit blend` writes one (its `submission` column names it):
     <exp>-none.csv, <exp>.csv, <name>-stack.csv, each with its blend.json. honest: what was chosen
     (TTA, weights, the meta-model) fitted on the other folds and scored on the held-out one."""
-    from .infer import blend_metric
-
-    metric = blend_metric("", comp, exps, runs_dir)
     rows = []
     for e in exps:
         rows.append(scored_row(f"{e}, no TTA", [e], f"{e}-none", metric, data_dir, runs_dir, comp, tta="none"))
         rows.append(scored_row(f"{e}, TTA chosen on OOF", [e], e, metric, data_dir, runs_dir, comp))
-    blend = read_json(resolve("submissions") / f"{name}.blend.json")
+    path = resolve("submissions") / f"{name}.csv"
+    blend = read_json(path.with_suffix(".blend.json"))
     method = blend["config"]["method"]
     weights = ", ".join(f"{x['experiment']} {x['weight']:.2f}" for x in blend["scores"])
-    rows.append({"row": f"blend ({BLEND_NAMES.get(method, method)}: {weights})",
-                 "tta": ", ".join(x["tta"] for x in blend["scores"]), "submission": f"{name}.csv",
-                 f"oof_{metric}": blend["oof_score"], f"honest_{metric}": blend["honest_score"],
-                 f"leaderboard_{metric}": leaderboard_score(resolve("submissions") / f"{name}.csv", data_dir, comp,
-                                                            metric)})
+    rows.append(table_row(f"blend ({BLEND_NAMES.get(method, method)}: {weights})", blend, path, metric, data_dir,
+                          comp))
     rows.append(scored_row("stacking", exps, f"{name}-stack", metric, data_dir, runs_dir, comp, method="stack"))
     return pd.DataFrame(rows)
 
@@ -193,10 +189,15 @@ def scored_row(row: str, exps: list[str], out: str, metric: str, data_dir: str |
 
     done = blend_and_submit(comp, exps, BlendConfig(metric=metric, **config), name=out, data_dir=data_dir,
                             runs_dir=runs_dir)
-    r = done.report
-    return {"row": row, "tta": ", ".join(r.scores["tta"]), "submission": done.path.name,
-            f"oof_{metric}": r.oof_score, f"honest_{metric}": r.honest_score,
-            f"leaderboard_{metric}": leaderboard_score(done.path, data_dir, comp, metric)}
+    return table_row(row, done.blend, done.path, metric, data_dir, comp)
+
+
+def table_row(row: str, blend: dict, path: Path, metric: str, data_dir: str | Path, comp: str) -> dict:
+    """A row of day_table from a blend.json and its submission: TTA per experiment, OOF and honest score, the
+    submission graded against the hidden labels."""
+    return {"row": row, "tta": ", ".join(x["tta"] for x in blend["scores"]), "submission": path.name,
+            f"oof_{metric}": blend["oof_score"], f"honest_{metric}": blend["honest_score"],
+            f"leaderboard_{metric}": leaderboard_score(path, data_dir, comp, metric)}
 
 
 def confident_rows(blend_json: str | Path, threshold: float, n_folds: int, comp: str = "demo",

@@ -186,10 +186,11 @@ def infer_and_blend(comp: Competition, folds: pd.DataFrame, exps: list[str] | st
     crossfit = np.zeros_like(oof_probs) if config.method == "stack" else None
     honest, spread = honest_blend_score([[e.probs for e in c] for c in candidates], y, fold, config, kind, classes,
                                         crossfit)
-    # a pseudo-label student of fold k must not learn fold k's labels through its teacher's weights or meta-model
-    fold_blenders = [fit_blender([p[fold != k] for p, wi in zip(preds, w) if wi > 0], y[fold != k], config)
-                     for k in range(int(folds["fold"].max()) + 1)]
     n_folds = int(folds["fold"].max()) + 1
+    # a pseudo-label student of fold k must not learn fold k's labels through its teacher's weights or meta-model;
+    # refitted on the experiments blend_jobs predicts with (weight > 0)
+    fold_blenders = [fit_blender([p[fold != k] for p, wi in zip(preds, w) if wi > 0], y[fold != k], config)
+                     for k in range(n_folds)]
     no_tta = [tta_table[(tta_table["experiment"] == e) & (tta_table["tta"] == "none")][f"oof_{metric}"] for e in exps]
     scores = pd.DataFrame({"experiment": exps, "tta": [e.tta for e in loaded],
                            f"oof_{metric}_no_tta": [v.iloc[0] if len(v) else np.nan for v in no_tta],

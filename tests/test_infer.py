@@ -107,11 +107,9 @@ def test_fold_trained_by_another_kit_version_is_refused(tiny_comp, project):
         infer_and_blend(tiny_comp, folds, ["m"], device="cpu")
 
 
-def test_honest_score_chooses_the_tta_inside_the_cross_fit(tiny_comp, project):
-    """Two presets, equally good on all OOF rows: 'none' right on folds 0 and 1, 'hflip' on folds 0 and 2.
-    On all rows the tie goes to 'none' (2/3 in-sample). Nested, each held-out fold picks on the other two:
-    fold 0 -> none (tie) right, fold 1 -> hflip (1 vs 1/2) wrong, fold 2 -> none (1 vs 1/2) wrong: 1/3.
-    Choosing the TTA on all rows and then cross-fitting only the weights would say 2/3."""
+def none_right_on_0_1_hflip_on_0_2(tiny_comp, project):
+    """Experiment 'm' whose OOF with 'none' is right on folds 0 and 1 and wrong on 2, with 'hflip' right on folds
+    0 and 2 and wrong on 1: the folds."""
     folds = read_folds(folds_path(tiny_comp))
     classes = classes_of(tiny_comp)
 
@@ -120,6 +118,15 @@ def test_honest_score_chooses_the_tta_inside_the_cross_fit(tiny_comp, project):
         return {"none": right if k in (0, 1) else wrong, "hflip": right if k in (0, 2) else wrong}
 
     fake_experiment(project / "runs" / "demo", "m", folds, classes, oofs)
+    return folds
+
+
+def test_honest_score_chooses_the_tta_inside_the_cross_fit(tiny_comp, project):
+    """Two presets, equally good on all OOF rows: 'none' right on folds 0 and 1, 'hflip' on folds 0 and 2.
+    On all rows the tie goes to 'none' (2/3 in-sample). Nested, each held-out fold picks on the other two:
+    fold 0 -> none (tie) right, fold 1 -> hflip (1 vs 1/2) wrong, fold 2 -> none (1 vs 1/2) wrong: 1/3.
+    Choosing the TTA on all rows and then cross-fitting only the weights would say 2/3."""
+    folds = none_right_on_0_1_hflip_on_0_2(tiny_comp, project)
     r = infer_and_blend(tiny_comp, folds, ["m"], device="cpu")
     assert r.scores["tta"].tolist() == ["none"] and r.oof_score == pytest.approx(2 / 3, abs=0.02)
     assert r.honest_score == pytest.approx(1 / 3)  # per fold: 1, 0, 0
@@ -130,14 +137,7 @@ def test_a_tta_named_for_the_blend_is_used_and_not_chosen(tiny_comp, project, ca
     """The folds of test_honest_score_chooses_the_tta_inside_the_cross_fit, blended with --tta hflip: hflip's own
     OOF (right on folds 0 and 2) in-sample and honest alike, for nothing is chosen; its test predictions are
     hflip's. A preset the experiment has no OOF for is refused before anything is written."""
-    folds = read_folds(folds_path(tiny_comp))
-    classes = classes_of(tiny_comp)
-
-    def oofs(k, y):
-        right, wrong = np.eye(len(classes))[y], np.eye(len(classes))[(y + 1) % len(classes)]
-        return {"none": right if k in (0, 1) else wrong, "hflip": right if k in (0, 2) else wrong}
-
-    fake_experiment(project / "runs" / "demo", "m", folds, classes, oofs)
+    folds = none_right_on_0_1_hflip_on_0_2(tiny_comp, project)
     assert main(["blend", "--exps", "m", "--name", "h", "--tta", "hflip", "--device", "cpu"]) == 0
     spec = read_json(project / "submissions" / "h.blend.json")
     share = np.mean(folds["fold"].isin([0, 2]))
